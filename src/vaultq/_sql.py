@@ -1,0 +1,15 @@
+"""Named SQL files: blocks introduced by ``-- name --`` lines, read once per process."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+_HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+
+
+def load_queries(package: str, filename: str) -> dict[str, str]:
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    parts = _HEADER.split(text)
+    # parts: [preamble, name1, body1, name2, body2, ...]
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}

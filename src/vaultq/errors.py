@@ -1,0 +1,130 @@
+"""The one error tree of vaultq.
+
+Every backend translates its driver's errors into these at its edge, so code above a
+Protocol only ever catches ``VaultqError``. Each error has a stable ``code``: the SQS error
+code where SQS has one, so scripts and the HTTP API can rely on it across backends.
+"""
+
+from __future__ import annotations
+
+
+class VaultqError(Exception):
+    """Base of every error vaultq raises on purpose."""
+
+    code: str = "VaultqError"
+    #: True when the caller sent something wrong; False when vaultq or a backend failed.
+    client_fault: bool = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidParameterValue(VaultqError):
+    """A parameter is outside what the operation accepts."""
+
+    code = "InvalidParameterValue"
+
+
+class MissingParameter(InvalidParameterValue):
+    """A parameter the operation needs was not given (e.g. a FIFO send without a group id)."""
+
+    code = "MissingParameter"
+
+
+class InvalidAttributeName(InvalidParameterValue):
+    """An attribute name the queue does not know."""
+
+    code = "InvalidAttributeName"
+
+
+class InvalidAttributeValue(InvalidParameterValue):
+    """A queue attribute value outside its documented range."""
+
+    code = "InvalidAttributeValue"
+
+
+class MessageTooLong(InvalidParameterValue):
+    """A message body (with its attributes) is larger than the queue's maximum message size."""
+
+    code = "MessageTooLong"
+
+
+class InvalidMessageContents(InvalidParameterValue):
+    """A message body holds characters outside SQS's allowed set."""
+
+    code = "InvalidMessageContents"
+
+
+class EmptyBatchRequest(InvalidParameterValue):
+    code = "EmptyBatchRequest"
+
+
+class TooManyEntriesInBatchRequest(InvalidParameterValue):
+    code = "TooManyEntriesInBatchRequest"
+
+
+class BatchEntryIdsNotDistinct(InvalidParameterValue):
+    code = "BatchEntryIdsNotDistinct"
+
+
+class InvalidBatchEntryId(InvalidParameterValue):
+    code = "InvalidBatchEntryId"
+
+
+class BatchRequestTooLong(InvalidParameterValue):
+    code = "BatchRequestTooLong"
+
+
+class QueueDoesNotExist(VaultqError):
+    code = "QueueDoesNotExist"
+
+
+class QueueNameExists(VaultqError):
+    """A queue of that name exists with different attributes."""
+
+    code = "QueueNameExists"
+
+
+class ReceiptHandleIsInvalid(VaultqError):
+    """A receipt handle that vaultq never issued, or one for another queue."""
+
+    code = "ReceiptHandleIsInvalid"
+
+
+class StaleReceiptHandle(ReceiptHandleIsInvalid):
+    """The message was received again since this handle was issued (a fencing token check)."""
+
+    code = "StaleReceiptHandle"
+
+
+class MessageNotInflight(VaultqError):
+    """Changing the visibility of a message that is not in flight."""
+
+    code = "MessageNotInflight"
+
+
+class OverLimit(VaultqError):
+    """A queue limit is reached, such as 120,000 in-flight messages on a FIFO queue."""
+
+    code = "OverLimit"
+
+
+class PurgeQueueInProgress(VaultqError):
+    code = "PurgeQueueInProgress"
+
+
+class InvalidSettings(VaultqError):
+    """A setting (environment variable, URL, option) is malformed or unknown."""
+
+    code = "InvalidSettings"
+
+
+class BackendUnavailable(VaultqError):
+    """The backend cannot be reached or failed; the operation may be retried."""
+
+    code = "BackendUnavailable"
+    client_fault = False
