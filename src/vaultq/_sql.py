@@ -11,5 +11,5 @@ _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 def load_queries(package: str, filename: str) -> dict[str, str]:
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _HEADER.split(text)
-    # parts: [preamble, name1, body1, name2, body2, ...]
+    # split() with a group keeps the names: preamble, then name and body in turn.
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}

@@ -36,7 +36,9 @@ def open_queues(url: str | None = None) -> QueueBackend:
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     unknown = set(options) - _SQLITE_OPTIONS
     if unknown:
-        raise errors.InvalidSettings(f"unknown option(s) in VAULTQ_URL: {', '.join(sorted(unknown))}")
+        raise errors.InvalidSettings(
+            f"unknown option(s) in VAULTQ_URL: {', '.join(sorted(unknown))}"
+        )
     # sqlite:///rel.db has path "/rel.db"; sqlite:////abs.db has "//abs.db".
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:

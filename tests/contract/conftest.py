@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 from vaultq.queues import QueueAttributes, QueueBackend, RedrivePolicy
 from vaultq.queues.sqlite import SqliteQueues
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 QUEUE_BACKENDS = ["sqlite"]
 
@@ -79,11 +81,16 @@ def queue_with_dlq(
     dlq = f"{name}-dlq{suffix}"
     queues.create_queue(dlq, QueueAttributes(fifo=fifo))
     source = f"{name}{suffix}"
-    queues.create_queue(source, QueueAttributes(
-        fifo=fifo,
-        content_based_deduplication=fifo,
-        redrive_policy=RedrivePolicy(dead_letter_queue=dlq, max_receive_count=max_receive_count),
-    ))
+    queues.create_queue(
+        source,
+        QueueAttributes(
+            fifo=fifo,
+            content_based_deduplication=fifo,
+            redrive_policy=RedrivePolicy(
+                dead_letter_queue=dlq, max_receive_count=max_receive_count
+            ),
+        ),
+    )
     return source, dlq
 
 

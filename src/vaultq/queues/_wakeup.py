@@ -16,8 +16,11 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 _FALLBACK_SLICE_SECONDS = 0.05
 _ABSTRACT = sys.platform.startswith("linux")
@@ -55,7 +58,7 @@ class Wakeup:
         if self._sender is None:
             return
         try:
-            names = os.listdir(self._directory)
+            names = os.listdir(self._directory)  # noqa: PTH208 - a hot path; names suffice
         except FileNotFoundError:
             return
         for name in names:

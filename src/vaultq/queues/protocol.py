@@ -7,12 +7,14 @@ seconds (``*_seconds``), as SQS and Lambda name them. The limits are SQS's curre
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from vaultq import errors
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 MAX_BATCH_ENTRIES = 10
 MAX_RECEIVE_MESSAGES = 10
@@ -104,17 +106,28 @@ class QueueAttributes:
     redrive_allow_policy: RedriveAllowPolicy = field(default_factory=RedriveAllowPolicy)
 
     def __post_init__(self) -> None:
-        _check_range("VisibilityTimeout", self.visibility_timeout_seconds, 0,
-                     MAX_VISIBILITY_TIMEOUT_SECONDS)
-        _check_range("MessageRetentionPeriod", self.message_retention_seconds,
-                     MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS)
+        _check_range(
+            "VisibilityTimeout", self.visibility_timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT_SECONDS
+        )
+        _check_range(
+            "MessageRetentionPeriod",
+            self.message_retention_seconds,
+            MIN_RETENTION_SECONDS,
+            MAX_RETENTION_SECONDS,
+        )
         _check_range("DelaySeconds", self.delay_seconds, 0, MAX_DELAY_SECONDS)
-        _check_range("MaximumMessageSize", self.maximum_message_size_bytes,
-                     MIN_MESSAGE_SIZE_BYTES, MAX_MESSAGE_SIZE_BYTES)
-        _check_range("ReceiveMessageWaitTimeSeconds", self.receive_wait_time_seconds, 0,
-                     MAX_WAIT_SECONDS)
-        if not self.fifo and (self.content_based_deduplication
-                              or self.deduplication_scope != "queue"):
+        _check_range(
+            "MaximumMessageSize",
+            self.maximum_message_size_bytes,
+            MIN_MESSAGE_SIZE_BYTES,
+            MAX_MESSAGE_SIZE_BYTES,
+        )
+        _check_range(
+            "ReceiveMessageWaitTimeSeconds", self.receive_wait_time_seconds, 0, MAX_WAIT_SECONDS
+        )
+        if not self.fifo and (
+            self.content_based_deduplication or self.deduplication_scope != "queue"
+        ):
             raise errors.InvalidAttributeValue("deduplication settings need a FIFO queue")
         if self.deduplication_scope not in ("queue", "message_group"):
             raise errors.InvalidAttributeValue(
@@ -407,19 +420,20 @@ def validate_batch_ids(ids: Sequence[str]) -> None:
         raise errors.BatchEntryIdsNotDistinct("batch entry ids must be distinct")
 
 
-def validate_receive(max_messages: int, wait_seconds: int | None,
-                     visibility_timeout_seconds: int | None) -> None:
+def validate_receive(
+    max_messages: int, wait_seconds: int | None, visibility_timeout_seconds: int | None
+) -> None:
     _check_range("MaxNumberOfMessages", max_messages, 1, MAX_RECEIVE_MESSAGES)
     if wait_seconds is not None:
         _check_range("WaitTimeSeconds", wait_seconds, 0, MAX_WAIT_SECONDS)
     if visibility_timeout_seconds is not None:
-        _check_range("VisibilityTimeout", visibility_timeout_seconds, 0,
-                     MAX_VISIBILITY_TIMEOUT_SECONDS)
+        _check_range(
+            "VisibilityTimeout", visibility_timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT_SECONDS
+        )
 
 
 def validate_visibility(visibility_timeout_seconds: int) -> None:
-    _check_range("VisibilityTimeout", visibility_timeout_seconds, 0,
-                 MAX_VISIBILITY_TIMEOUT_SECONDS)
+    _check_range("VisibilityTimeout", visibility_timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT_SECONDS)
 
 
 def _validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> None:
@@ -433,15 +447,15 @@ def _validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> 
 
 
 def _validate_fifo_ids(message: OutgoingMessage, attributes: QueueAttributes) -> None:
-    for label, value in (("MessageGroupId", message.group_id),
-                         ("MessageDeduplicationId", message.deduplication_id)):
+    for label, value in (
+        ("MessageGroupId", message.group_id),
+        ("MessageDeduplicationId", message.deduplication_id),
+    ):
         if value is not None and not _GROUP_OR_DEDUP_ID.match(value):
             raise errors.InvalidParameterValue(f"{label} must be 1-128 printable ASCII chars")
     if not attributes.fifo:
         if message.deduplication_id is not None:
-            raise errors.InvalidParameterValue(
-                "MessageDeduplicationId is only for FIFO queues"
-            )
+            raise errors.InvalidParameterValue("MessageDeduplicationId is only for FIFO queues")
         return
     if message.group_id is None:
         raise errors.MissingParameter("FIFO queues need a MessageGroupId on every message")
@@ -453,7 +467,9 @@ def _validate_fifo_ids(message: OutgoingMessage, attributes: QueueAttributes) ->
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise errors.InvalidAttributeValue(f"{name} must be an integer {low}..{high}, not {value!r}")
+        raise errors.InvalidAttributeValue(
+            f"{name} must be an integer {low}..{high}, not {value!r}"
+        )
 
 
 def _check_number(text: str) -> None:

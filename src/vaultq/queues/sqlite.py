@@ -18,10 +18,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from vaultq import errors
 from vaultq._sql import load_queries
@@ -52,6 +51,9 @@ from vaultq.queues.protocol import (
     validate_receive,
     validate_visibility,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 Durability = Literal["full", "process"]
 
@@ -113,6 +115,8 @@ class SqliteQueues:
         self._read_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[_PendingSend] = []
+        #: Transactions that committed sends; fewer than sends when group commit gathers them.
+        self.send_commits = 0
         self._queue_cache: dict[str, tuple[float, _Queue]] = {}
         self._last_sweep: dict[int, float] = {}
         self._wakeup = Wakeup(self.path.with_name(self.path.name + ".wakeup"))
@@ -129,12 +133,15 @@ class SqliteQueues:
                     raise errors.QueueNameExists(f"queue {name!r} exists with other attributes")
                 return existing.info
             self._check_redrive_policy(conn, name, attributes)
-            conn.execute(_SQL["insert_queue"], {
-                "name": name, "attributes": _dump_attributes(attributes), "now": self._now_ms(),
-            })
-            created = self._queue_row(conn, name)
-        assert created is not None
-        return created.info
+            conn.execute(
+                _SQL["insert_queue"],
+                {
+                    "name": name,
+                    "attributes": _dump_attributes(attributes),
+                    "now": self._now_ms(),
+                },
+            )
+            return self._require_queue(conn, name).info
 
     def get_queue(self, name: str) -> QueueInfo:
         return self._queue(name, fresh=True).info
@@ -145,9 +152,13 @@ class SqliteQueues:
             if attributes.fifo != queue.attributes.fifo:
                 raise errors.InvalidAttributeValue("a queue cannot change between standard/FIFO")
             self._check_redrive_policy(conn, name, attributes)
-            conn.execute(_SQL["update_queue"], {
-                "queue": queue.id, "attributes": _dump_attributes(attributes),
-            })
+            conn.execute(
+                _SQL["update_queue"],
+                {
+                    "queue": queue.id,
+                    "attributes": _dump_attributes(attributes),
+                },
+            )
         self._queue_cache.pop(name, None)
         return self.get_queue(name)
 
@@ -229,9 +240,12 @@ class SqliteQueues:
                         item.error = errors.QueueDoesNotExist(f"no queue {item.queue.info.name!r}")
                         continue
                     item.results = [self._insert(conn, current, m, now) for m in item.messages]
+            self.send_commits += 1
         except Exception as exc:  # every waiting sender must learn that its commit failed
-            failure = exc if isinstance(exc, errors.VaultqError) else errors.BackendUnavailable(
-                f"send failed: {type(exc).__name__}"
+            failure = (
+                exc
+                if isinstance(exc, errors.VaultqError)
+                else errors.BackendUnavailable(f"send failed: {type(exc).__name__}")
             )
             for item in group:
                 item.error, item.results = failure, []
@@ -249,30 +263,47 @@ class SqliteQueues:
         if attributes.fifo:
             dedup_key = {
                 "queue": queue.id,
-                "scope": message.group_id if attributes.deduplication_scope == "message_group"
+                "scope": message.group_id
+                if attributes.deduplication_scope == "message_group"
                 else "",
                 "dedup_id": message.deduplication_id or _sha256(message.body),
                 "now": now,
             }
             duplicate = conn.execute(_SQL["find_duplicate"], dedup_key).fetchone()
             if duplicate is not None:
-                return SendResult(message_id=duplicate[0], md5_of_body=duplicate[1],
-                                  sequence_number=_sequence(duplicate[2]))
+                return SendResult(
+                    message_id=duplicate[0],
+                    md5_of_body=duplicate[1],
+                    sequence_number=_sequence(duplicate[2]),
+                )
         delay = attributes.delay_seconds if message.delay_seconds is None else message.delay_seconds
         message_id = str(uuid.uuid4())
-        seq = conn.execute(_SQL["insert_message"], {
-            "queue": queue.id, "message_id": message_id, "body": message.body, "md5": md5,
-            "attributes": _dump_message_attributes(message.attributes),
-            "group_id": message.group_id, "dedup_id": message.deduplication_id, "now": now,
-            "visible_at": now + delay * 1000,
-        }).lastrowid
-        assert seq is not None
+        seq = conn.execute(
+            _SQL["insert_message"],
+            {
+                "queue": queue.id,
+                "message_id": message_id,
+                "body": message.body,
+                "md5": md5,
+                "attributes": _dump_message_attributes(message.attributes),
+                "group_id": message.group_id,
+                "dedup_id": message.deduplication_id,
+                "now": now,
+                "visible_at": now + delay * 1000,
+            },
+        ).fetchone()[0]
         if dedup_key is None:
             return SendResult(message_id=message_id, md5_of_body=md5)
-        conn.execute(_SQL["remember_dedup"], {
-            **dedup_key, "message_id": message_id, "md5": md5, "seq": seq,
-            "expires_at": now + DEDUPLICATION_WINDOW_SECONDS * 1000,
-        })
+        conn.execute(
+            _SQL["remember_dedup"],
+            {
+                **dedup_key,
+                "message_id": message_id,
+                "md5": md5,
+                "seq": seq,
+                "expires_at": now + DEDUPLICATION_WINDOW_SECONDS * 1000,
+            },
+        )
         return SendResult(message_id=message_id, md5_of_body=md5, sequence_number=_sequence(seq))
 
     # -- receiving ------------------------------------------------------------------------
@@ -316,9 +347,17 @@ class SqliteQueues:
             candidates = self._check_in_flight_limit(conn, current, now, candidates)
             visible_at = now + visibility_timeout_seconds * 1000
             return [
-                self._received(current, conn.execute(_SQL["lease"], {
-                    "seq": seq, "now": now, "visible_at": visible_at,
-                }).fetchone())
+                self._received(
+                    current,
+                    conn.execute(
+                        _SQL["lease"],
+                        {
+                            "seq": seq,
+                            "now": now,
+                            "visible_at": visible_at,
+                        },
+                    ).fetchone(),
+                )
                 for seq in candidates
             ]
 
@@ -329,9 +368,13 @@ class SqliteQueues:
         policy = queue.attributes.redrive_policy
         for _ in range(_MAX_DEAD_LETTER_ROUNDS):
             rows = self._candidates(conn, queue, now, limit)
-            overdue = [] if policy is None else [
-                seq for seq, receive_count in rows if receive_count >= policy.max_receive_count
-            ]
+            overdue = (
+                []
+                if policy is None
+                else [
+                    seq for seq, receive_count in rows if receive_count >= policy.max_receive_count
+                ]
+            )
             if not overdue or not self._dead_letter_rows(conn, queue, overdue, now, None):
                 return [seq for seq, _ in rows]
         return []
@@ -345,9 +388,16 @@ class SqliteQueues:
         if conn.execute(_SQL["has_groups"], bounds).fetchone() is None:
             return _pairs(conn.execute(_SQL["visible_candidates"], {**bounds, "limit": limit}))
         # A fair queue: the oldest visible message of each group first, then the rest.
-        chosen = _pairs(conn.execute(_SQL["group_heads"], {
-            **bounds, "limit": limit, "visible_only": 1,
-        }))
+        chosen = _pairs(
+            conn.execute(
+                _SQL["group_heads"],
+                {
+                    **bounds,
+                    "limit": limit,
+                    "visible_only": 1,
+                },
+            )
+        )
         if len(chosen) < limit:
             taken = {seq for seq, _ in chosen}
             more = _pairs(conn.execute(_SQL["visible_candidates"], {**bounds, "limit": limit * 2}))
@@ -362,9 +412,14 @@ class SqliteQueues:
         heads = conn.execute(_SQL["group_heads"], {**bounds, "limit": limit, "visible_only": 0})
         chosen: list[tuple[int, int]] = []
         for _, group_id, _ in heads.fetchall():
-            run = conn.execute(_SQL["group_run"], {
-                **bounds, "group_id": group_id, "limit": limit - len(chosen),
-            })
+            run = conn.execute(
+                _SQL["group_run"],
+                {
+                    **bounds,
+                    "group_id": group_id,
+                    "limit": limit - len(chosen),
+                },
+            )
             for seq, receive_count, visible_at in run:
                 if visible_at > bounds["now"]:
                     break
@@ -376,37 +431,65 @@ class SqliteQueues:
     def _check_in_flight_limit(
         self, conn: sqlite3.Connection, queue: _Queue, now: int, candidates: list[int]
     ) -> list[int]:
-        in_flight = conn.execute(_SQL["count_in_flight"], {
-            "queue": queue.id, "now": now, "limit": self._max_in_flight,
-        }).fetchone()[0]
+        in_flight = conn.execute(
+            _SQL["count_in_flight"],
+            {
+                "queue": queue.id,
+                "now": now,
+                "limit": self._max_in_flight,
+            },
+        ).fetchone()[0]
         room = self._max_in_flight - in_flight
         if room >= len(candidates):
             return candidates
         if not queue.attributes.fifo:
-            raise errors.OverLimit(f"{in_flight} messages in flight; the limit is "
-                                   f"{self._max_in_flight}")
+            raise errors.OverLimit(
+                f"{in_flight} messages in flight; the limit is {self._max_in_flight}"
+            )
         # FIFO queues answer with fewer messages rather than an error, as SQS does.
         return candidates[: max(room, 0)]
 
     def _seconds_until_next_visible(self, queue: _Queue) -> float:
         now = self._now_ms()
         with self._read() as conn:
-            next_visible = conn.execute(_SQL["next_visible"], {
-                "queue": queue.id, "now": now,
-            }).fetchone()[0]
+            next_visible = conn.execute(
+                _SQL["next_visible"],
+                {
+                    "queue": queue.id,
+                    "now": now,
+                },
+            ).fetchone()[0]
         if next_visible is None:
             return _NEXT_VISIBLE_CHECK_SECONDS
-        return min(max((next_visible - now) / 1000, 0.001), _NEXT_VISIBLE_CHECK_SECONDS)
+        return min(max((int(next_visible) - now) / 1000, 0.001), _NEXT_VISIBLE_CHECK_SECONDS)
 
     def _received(self, queue: _Queue, row: sqlite3.Row) -> ReceivedMessage:
-        (seq, message_id, lease, body, md5, attributes, sent_at, receive_count,
-         first_received_at, group_id, dedup_id, dl_source, dl_reason, dl_receive_count,
-         dl_last_error, dl_moved_at) = row
+        (
+            seq,
+            message_id,
+            lease,
+            body,
+            md5,
+            attributes,
+            sent_at,
+            receive_count,
+            first_received_at,
+            group_id,
+            dedup_id,
+            dl_source,
+            dl_reason,
+            dl_receive_count,
+            dl_last_error,
+            dl_moved_at,
+        ) = row
         dead_letter = None
         if dl_source is not None:
             dead_letter = DeadLetterRecord(
-                source_queue=dl_source, reason=dl_reason, receive_count=dl_receive_count,
-                last_error=dl_last_error, moved_at_ms=dl_moved_at,
+                source_queue=dl_source,
+                reason=dl_reason,
+                receive_count=dl_receive_count,
+                last_error=dl_last_error,
+                moved_at_ms=dl_moved_at,
             )
         return ReceivedMessage(
             message_id=message_id,
@@ -451,9 +534,12 @@ class SqliteQueues:
         visibility_timeout_seconds: int,
         failure: Failure | None = None,
     ) -> None:
-        entry = VisibilityEntry(id="single", receipt_handle=receipt_handle,
-                                visibility_timeout_seconds=visibility_timeout_seconds,
-                                failure=failure)
+        entry = VisibilityEntry(
+            id="single",
+            receipt_handle=receipt_handle,
+            visibility_timeout_seconds=visibility_timeout_seconds,
+            failure=failure,
+        )
         validate_visibility(visibility_timeout_seconds)
         source = self._queue(queue)
         with self._write() as conn:
@@ -485,11 +571,15 @@ class SqliteQueues:
                 "a message stays in flight at most 12 hours after it was received"
             )
         failure = entry.failure
-        conn.execute(_SQL["set_visibility"], {
-            "seq": seq, "visible_at": visible_at,
-            "reason": failure.reason if failure else None,
-            "error": failure.error if failure else None,
-        })
+        conn.execute(
+            _SQL["set_visibility"],
+            {
+                "seq": seq,
+                "visible_at": visible_at,
+                "reason": failure.reason if failure else None,
+                "error": failure.error if failure else None,
+            },
+        )
         if entry.visibility_timeout_seconds == 0:
             self._wakeup.notify()
 
@@ -515,7 +605,7 @@ class SqliteQueues:
             raise errors.StaleReceiptHandle(
                 "the message was received again after this receipt handle was issued"
             )
-        return tuple(row)  # type: ignore[return-value]
+        return (row[0], row[1], row[2], row[3])
 
     def _per_entry(
         self,
@@ -545,8 +635,7 @@ class SqliteQueues:
         failure: Failure | None,
     ) -> bool:
         policy = queue.attributes.redrive_policy
-        assert policy is not None
-        target = self._queue_row(conn, policy.dead_letter_queue)
+        target = None if policy is None else self._queue_row(conn, policy.dead_letter_queue)
         if target is None:
             return False
         for seq in seqs:
@@ -563,14 +652,19 @@ class SqliteQueues:
         dl_source: str | None,
         failure: Failure | None = None,
     ) -> None:
-        conn.execute(_SQL["move_message"], {
-            "seq": seq, "target": target.id, "now": now,
-            # SQS keeps a standard message's enqueue time on a move to its DLQ; FIFO resets it.
-            "reset_enqueued": target.attributes.fifo or dl_source is None,
-            "dl_source": dl_source,
-            "reason": failure.reason if failure else None,
-            "error": failure.error if failure else None,
-        })
+        conn.execute(
+            _SQL["move_message"],
+            {
+                "seq": seq,
+                "target": target.id,
+                "now": now,
+                # SQS keeps a standard message's enqueue time on a move to its DLQ; FIFO resets it.
+                "reset_enqueued": target.attributes.fifo or dl_source is None,
+                "dl_source": dl_source,
+                "reason": failure.reason if failure else None,
+                "error": failure.error if failure else None,
+            },
+        )
         conn.execute(_SQL["delete_by_seq"], {"seq": seq})
 
     def redrive(
@@ -587,9 +681,13 @@ class SqliteQueues:
             now = self._now_ms()
             fixed = None if destination is None else self._require_queue(conn, destination)
             targets: dict[str, _Queue | None] = {}
-            rows = conn.execute(_SQL["dead_lettered"], {
-                "queue": dlq.id, "expired_before": self._expired_before(dlq, now),
-            }).fetchall()
+            rows = conn.execute(
+                _SQL["dead_lettered"],
+                {
+                    "queue": dlq.id,
+                    "expired_before": self._expired_before(dlq, now),
+                },
+            ).fetchall()
             for seq, message_id, source in rows:
                 if wanted is not None and message_id not in wanted:
                     continue
@@ -615,14 +713,18 @@ class SqliteQueues:
     def stats(self, queue: str) -> QueueStats:
         target = self._queue(queue, fresh=True)
         now = self._now_ms()
-        bounds = {"queue": target.id, "now": now,
-                  "expired_before": self._expired_before(target, now)}
+        bounds = {
+            "queue": target.id,
+            "now": now,
+            "expired_before": self._expired_before(target, now),
+        }
         with self._read() as conn:
             visible, in_flight, delayed = conn.execute(_SQL["stats"], bounds).fetchone()
             oldest = conn.execute(_SQL["oldest"], bounds).fetchone()[0]
         age = 0 if oldest is None else max(now - oldest, 0) // 1000
-        return QueueStats(visible=visible, in_flight=in_flight, delayed=delayed,
-                          oldest_message_age_seconds=age)
+        return QueueStats(
+            visible=visible, in_flight=in_flight, delayed=delayed, oldest_message_age_seconds=age
+        )
 
     def _sweep_if_due(self, conn: sqlite3.Connection, queue: _Queue, now: int) -> None:
         """Delete expired messages and deduplication ids, at most once a second per queue."""
@@ -630,9 +732,13 @@ class SqliteQueues:
         if time.monotonic() - last < _SWEEP_INTERVAL_SECONDS:
             return
         self._last_sweep[queue.id] = time.monotonic()
-        conn.execute(_SQL["sweep_expired"], {
-            "queue": queue.id, "expired_before": self._expired_before(queue, now),
-        })
+        conn.execute(
+            _SQL["sweep_expired"],
+            {
+                "queue": queue.id,
+                "expired_before": self._expired_before(queue, now),
+            },
+        )
         conn.execute(_SQL["sweep_dedup"], {"now": now})
 
     def close(self) -> None:
@@ -646,8 +752,11 @@ class SqliteQueues:
         """``PRAGMA synchronous`` of each connection (2 is FULL, 1 NORMAL), for audits."""
         return {
             role: conn.execute("PRAGMA synchronous").fetchone()[0]
-            for role, conn in (("send", self._send_conn), ("ack", self._ack_conn),
-                               ("read", self._read_conn))
+            for role, conn in (
+                ("send", self._send_conn),
+                ("ack", self._ack_conn),
+                ("read", self._read_conn),
+            )
         }
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
@@ -737,8 +846,10 @@ class SqliteQueues:
 
 def _row_to_queue(row: Sequence[Any]) -> _Queue:
     queue_id, name, attributes, created_at = row
-    return _Queue(queue_id, QueueInfo(name=name, attributes=_load_attributes(attributes),
-                                      created_at_ms=created_at))
+    return _Queue(
+        queue_id,
+        QueueInfo(name=name, attributes=_load_attributes(attributes), created_at_ms=created_at),
+    )
 
 
 def _dump_attributes(attributes: QueueAttributes) -> str:
@@ -761,20 +872,23 @@ def _load_attributes(text: str) -> QueueAttributes:
 def _dump_message_attributes(attributes: Mapping[str, MessageAttribute]) -> str | None:
     if not attributes:
         return None
-    return json.dumps({
-        name: [a.data_type, base64.b64encode(a.value).decode() if isinstance(a.value, bytes)
-               else a.value]
-        for name, a in attributes.items()
-    })
+    return json.dumps(
+        {
+            name: [
+                a.data_type,
+                base64.b64encode(a.value).decode() if isinstance(a.value, bytes) else a.value,
+            ]
+            for name, a in attributes.items()
+        }
+    )
 
 
 def _load_message_attributes(text: str | None) -> dict[str, MessageAttribute]:
     if text is None:
         return {}
     result = {}
-    for name, (data_type, value) in json.loads(text).items():
-        if data_type.startswith("Binary"):
-            value = base64.b64decode(value)
+    for name, (data_type, stored) in json.loads(text).items():
+        value = base64.b64decode(stored) if data_type.startswith("Binary") else stored
         result[name] = MessageAttribute(data_type=data_type, value=value)
     return result
 

@@ -80,7 +80,8 @@ DELETE FROM deduplication WHERE queue_id = :queue;
 INSERT INTO messages (queue_id, message_id, body, md5, attributes, group_id, dedup_id,
                       sent_at_ms, enqueued_at_ms, visible_at_ms)
 VALUES (:queue, :message_id, :body, :md5, :attributes, :group_id, :dedup_id,
-        :now, :now, :visible_at);
+        :now, :now, :visible_at)
+RETURNING seq;
 
 -- find_duplicate --
 SELECT message_id, md5, seq FROM deduplication
