@@ -222,11 +222,11 @@ def test_receive_returns_at_most_max_messages(queues: QueueBackend, queue: str) 
 @pytest.mark.parametrize(
     ("options", "code"),
     [
-        ({"max_messages": 11}, "InvalidAttributeValue"),
-        ({"max_messages": 0}, "InvalidAttributeValue"),
-        ({"wait_seconds": 21}, "InvalidAttributeValue"),
-        ({"visibility_timeout_seconds": 43_201}, "InvalidAttributeValue"),
-        ({"visibility_timeout_seconds": -1}, "InvalidAttributeValue"),
+        ({"max_messages": 11}, "InvalidParameterValue"),
+        ({"max_messages": 0}, "InvalidParameterValue"),
+        ({"wait_seconds": 21}, "InvalidParameterValue"),
+        ({"visibility_timeout_seconds": 43_201}, "InvalidParameterValue"),
+        ({"visibility_timeout_seconds": -1}, "InvalidParameterValue"),
     ],
 )
 def test_receive_refuses_out_of_range_options(

@@ -29,6 +29,7 @@ MAX_RECEIVE_COUNT = 1000
 MAX_MESSAGE_ATTRIBUTES = 10
 MAX_IN_FLIGHT_MESSAGES = 120_000
 DEDUPLICATION_WINDOW_SECONDS = 5 * 60
+_PARAMETER = errors.InvalidParameterValue  # request parameters, as opposed to queue attributes
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
@@ -402,7 +403,7 @@ def validate_message(message: OutgoingMessage, attributes: QueueAttributes) -> N
             raise errors.InvalidParameterValue(
                 "FIFO queues take DelaySeconds per queue, not per message"
             )
-        _check_range("DelaySeconds", message.delay_seconds, 0, MAX_DELAY_SECONDS)
+        _check_range("DelaySeconds", message.delay_seconds, 0, MAX_DELAY_SECONDS, _PARAMETER)
     _validate_fifo_ids(message, attributes)
 
 
@@ -423,17 +424,27 @@ def validate_batch_ids(ids: Sequence[str]) -> None:
 def validate_receive(
     max_messages: int, wait_seconds: int | None, visibility_timeout_seconds: int | None
 ) -> None:
-    _check_range("MaxNumberOfMessages", max_messages, 1, MAX_RECEIVE_MESSAGES)
+    _check_range("MaxNumberOfMessages", max_messages, 1, MAX_RECEIVE_MESSAGES, _PARAMETER)
     if wait_seconds is not None:
-        _check_range("WaitTimeSeconds", wait_seconds, 0, MAX_WAIT_SECONDS)
+        _check_range("WaitTimeSeconds", wait_seconds, 0, MAX_WAIT_SECONDS, _PARAMETER)
     if visibility_timeout_seconds is not None:
         _check_range(
-            "VisibilityTimeout", visibility_timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT_SECONDS
+            "VisibilityTimeout",
+            visibility_timeout_seconds,
+            0,
+            MAX_VISIBILITY_TIMEOUT_SECONDS,
+            _PARAMETER,
         )
 
 
 def validate_visibility(visibility_timeout_seconds: int) -> None:
-    _check_range("VisibilityTimeout", visibility_timeout_seconds, 0, MAX_VISIBILITY_TIMEOUT_SECONDS)
+    _check_range(
+        "VisibilityTimeout",
+        visibility_timeout_seconds,
+        0,
+        MAX_VISIBILITY_TIMEOUT_SECONDS,
+        _PARAMETER,
+    )
 
 
 def _validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> None:
@@ -465,11 +476,15 @@ def _validate_fifo_ids(message: OutgoingMessage, attributes: QueueAttributes) ->
         )
 
 
-def _check_range(name: str, value: int, low: int, high: int) -> None:
+def _check_range(
+    name: str,
+    value: int,
+    low: int,
+    high: int,
+    error: type[errors.InvalidParameterValue] = errors.InvalidAttributeValue,
+) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise errors.InvalidAttributeValue(
-            f"{name} must be an integer {low}..{high}, not {value!r}"
-        )
+        raise error(f"{name} must be an integer {low}..{high}, not {value!r}")
 
 
 def _check_number(text: str) -> None:

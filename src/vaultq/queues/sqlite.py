@@ -104,7 +104,11 @@ class SqliteQueues:
         self.durability = durability
         self._clock = clock
         self._max_in_flight = max_in_flight
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._wakeup = Wakeup(self.path.with_name(self.path.name + ".wakeup"))
+        except OSError as exc:
+            raise errors.BackendUnavailable(f"cannot use {self.path}: {exc.strerror}") from exc
         self._busy_timeout_ms = int(busy_timeout_seconds * 1000)
         self._send_conn = self._connect(_SYNCHRONOUS[durability])
         self._ack_conn = self._connect("NORMAL")
@@ -119,7 +123,6 @@ class SqliteQueues:
         self.send_commits = 0
         self._queue_cache: dict[str, tuple[float, _Queue]] = {}
         self._last_sweep: dict[int, float] = {}
-        self._wakeup = Wakeup(self.path.with_name(self.path.name + ".wakeup"))
 
     # -- queues ---------------------------------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""The App: one object that declares everything a deployment needs.
+
+Declaring does nothing else: no queue is created and nothing runs at import. The same App is
+provisioned on a backend, served by workers, or drawn as a deployment template.
+
+    app = App("orders")
+    app.queue("orders", visibility_timeout_seconds=120, dead_letter=DeadLetterQueue())
+
+    @app.handler(queue="orders", batch_size=10, report_batch_item_failures=True)
+    def process(event, context):
+        ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from vaultq import errors
+from vaultq.queues.protocol import (
+    MAX_RETENTION_SECONDS,
+    QueueAttributes,
+    RedrivePolicy,
+    validate_queue_name,
+)
+
+if TYPE_CHECKING:
+    from vaultq.queues.protocol import QueueBackend
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+MAX_BATCH_SIZE = 10_000
+MAX_BATCHING_WINDOW_SECONDS = 300
+MAX_TIMEOUT_SECONDS = 900
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterQueue:
+    """A queue's dead-letter queue, named ``<queue>-dlq`` (``<queue>-dlq.fifo``)."""
+
+    max_receive_count: int = 3
+    retention_seconds: int = MAX_RETENTION_SECONDS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Back-off before a failed message is visible again: exponential, capped, jittered."""
+
+    base_seconds: float = 1.0
+    cap_seconds: float = 900.0
+    #: Full jitter: a random delay between 0 and the exponential value, so retries of many
+    #: messages that failed together spread out instead of returning in one burst.
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.base_seconds <= self.cap_seconds <= 43_200:
+            raise errors.InvalidParameterValue(
+                "retry needs 0 <= base_seconds <= cap_seconds <= 43200"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSourceMapping:
+    """How a queue feeds a handler, with Lambda's options and limits."""
+
+    queue: str
+    batch_size: int = 10
+    batching_window_seconds: float = 0.0
+    max_concurrency: int = 2
+    report_batch_item_failures: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise errors.InvalidParameterValue(f"batch_size must be 1..{MAX_BATCH_SIZE}")
+        if not 0 <= self.batching_window_seconds <= MAX_BATCHING_WINDOW_SECONDS:
+            raise errors.InvalidParameterValue("batching_window_seconds must be 0..300")
+        if self.batch_size > 10 and self.batching_window_seconds == 0:
+            raise errors.InvalidParameterValue(
+                "a batch_size over 10 needs a batching window, as on Lambda"
+            )
+        if not 1 <= self.max_concurrency <= 1000:
+            raise errors.InvalidParameterValue("max_concurrency must be 1..1000")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerSpec:
+    name: str
+    function: Handler
+    mapping: EventSourceMapping
+    timeout_seconds: int = 30
+    memory_limit_in_mb: int = 128
+
+    def __post_init__(self) -> None:
+        if not _FUNCTION_NAME.match(self.name):
+            raise errors.InvalidParameterValue(f"invalid function name {self.name!r}")
+        if not 1 <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+            raise errors.InvalidParameterValue(f"timeout_seconds must be 1..{MAX_TIMEOUT_SECONDS}")
+        if not 128 <= self.memory_limit_in_mb <= 10_240:
+            raise errors.InvalidParameterValue("memory_limit_in_mb must be 128..10240")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSpec:
+    name: str
+    attributes: QueueAttributes
+    dead_letter: DeadLetterQueue | None = None
+
+    @property
+    def dead_letter_queue(self) -> str | None:
+        if self.dead_letter is None:
+            return None
+        base = self.name.removesuffix(".fifo")
+        return f"{base}-dlq.fifo" if self.attributes.fifo else f"{base}-dlq"
+
+
+class App:
+    """Declares queues, handlers and their event source mappings."""
+
+    def __init__(self, name: str) -> None:
+        if not _FUNCTION_NAME.match(name):
+            raise errors.InvalidParameterValue(f"invalid app name {name!r}")
+        self.name = name
+        self.queues: dict[str, QueueSpec] = {}
+        self.handlers: dict[str, HandlerSpec] = {}
+
+    def queue(
+        self,
+        name: str,
+        *,
+        dead_letter: DeadLetterQueue | None = None,
+        **attributes: Any,
+    ) -> str:
+        """Declare a queue; ``attributes`` are ``QueueAttributes`` fields. Returns its name."""
+        if name in self.queues:
+            raise errors.InvalidParameterValue(f"queue {name!r} is declared twice")
+        if "redrive_policy" in attributes:
+            raise errors.InvalidParameterValue("declare dead letters with dead_letter=")
+        try:
+            queue_attributes = QueueAttributes(**attributes)
+        except TypeError as exc:
+            raise errors.InvalidParameterValue(f"unknown queue option: {exc}") from None
+        validate_queue_name(name, fifo=queue_attributes.fifo)
+        self.queues[name] = QueueSpec(
+            name=name, attributes=queue_attributes, dead_letter=dead_letter
+        )
+        return name
+
+    def handler(
+        self,
+        *,
+        queue: str,
+        name: str | None = None,
+        timeout_seconds: int = 30,
+        memory_limit_in_mb: int = 128,
+        batch_size: int = 10,
+        batching_window_seconds: float = 0.0,
+        max_concurrency: int = 2,
+        report_batch_item_failures: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a Lambda-style ``handler(event, context)`` fed by ``queue``."""
+        mapping = EventSourceMapping(
+            queue=queue,
+            batch_size=batch_size,
+            batching_window_seconds=batching_window_seconds,
+            max_concurrency=max_concurrency,
+            report_batch_item_failures=report_batch_item_failures,
+            retry=retry or RetryPolicy(),
+        )
+
+        def register(function: Handler) -> Handler:
+            spec = HandlerSpec(
+                name=name or function.__name__,
+                function=function,
+                mapping=mapping,
+                timeout_seconds=timeout_seconds,
+                memory_limit_in_mb=memory_limit_in_mb,
+            )
+            self._check_handler(spec)
+            self.handlers[spec.name] = spec
+            return function
+
+        return register
+
+    def _check_handler(self, spec: HandlerSpec) -> None:
+        if spec.name in self.handlers:
+            raise errors.InvalidParameterValue(f"handler {spec.name!r} is declared twice")
+        queue = self.queues.get(spec.mapping.queue)
+        if queue is None:
+            raise errors.InvalidParameterValue(
+                f"handler {spec.name!r} reads undeclared queue {spec.mapping.queue!r}"
+            )
+        if queue.attributes.visibility_timeout_seconds < spec.timeout_seconds:
+            # Lambda refuses this too: the message would come back while still being handled.
+            raise errors.InvalidParameterValue(
+                f"queue {queue.name!r} has a visibility timeout shorter than the timeout "
+                f"of handler {spec.name!r}"
+            )
+
+    def provision(self, queues: QueueBackend) -> None:
+        """Create every declared queue (dead-letter queues first); idempotent."""
+        for spec in self.queues.values():
+            dlq = spec.dead_letter_queue
+            attributes = spec.attributes
+            if dlq is not None and spec.dead_letter is not None:
+                queues.create_queue(
+                    dlq,
+                    replace(
+                        QueueAttributes(fifo=attributes.fifo),
+                        message_retention_seconds=spec.dead_letter.retention_seconds,
+                    ),
+                )
+                attributes = replace(
+                    attributes,
+                    redrive_policy=RedrivePolicy(
+                        dead_letter_queue=dlq,
+                        max_receive_count=spec.dead_letter.max_receive_count,
+                    ),
+                )
+            queues.create_queue(spec.name, attributes)
+
+
+def load_app(path: str) -> App:
+    """Import ``module:attribute`` and return the App it names."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise errors.InvalidParameterValue(f"an app is named module:attribute, not {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise errors.InvalidParameterValue(f"cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise errors.InvalidParameterValue(f"{path!r} is not a vaultq App")
+    return app

@@ -1,0 +1,624 @@
+"""The ``vaultq`` command line: queues and dead-letter queues on the backend ``VAULTQ_URL`` names.
+
+Every command takes ``--json`` (machine-readable output) and ``--url`` (overrides
+``VAULTQ_URL``). A vaultq error prints one line, ``error: <code>: <message>``, on stderr and
+exits with 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import signal
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vaultq import errors
+from vaultq.app import load_app
+from vaultq.bench import bench_app
+from vaultq.queues.protocol import (
+    MessageAttribute,
+    OutgoingMessage,
+    QueueAttributes,
+    QueueBackend,
+    RedrivePolicy,
+    SendEntry,
+)
+from vaultq.runtime.worker import Worker
+from vaultq.wiring import open_queues
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from vaultq.queues.protocol import DeadLetterRecord, QueueStats, ReceivedMessage
+
+app = typer.Typer(
+    name="vaultq",
+    help="SQS queues with dead-letter queues, embedded on SQLite by default.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+queue_app = typer.Typer(help="Create, use and inspect queues.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect dead-letter queues and move their messages back.", no_args_is_help=True
+)
+app.add_typer(queue_app, name="queue")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(bench_app, name="bench")
+
+AppPath = Annotated[str, typer.Argument(help="The app, as module:attribute.", show_default=False)]
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+_DEFAULTS = QueueAttributes()
+_LABEL_WIDTH = len("receives before move") + 2  # the longest label, then a gap
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url", metavar="URL", help="Backend URL; overrides VAULTQ_URL.", show_default=False
+    ),
+]
+QueueName = Annotated[str, typer.Argument(help="Queue name.", show_default=False)]
+
+
+def main() -> None:
+    """Run the command line; vaultq errors become one line on stderr and exit code 1."""
+    try:
+        app(prog_name="vaultq")
+    except errors.VaultqError as exc:
+        message = " ".join(exc.message.splitlines())
+        _err.out(f"error: {exc.code}: {message}")
+        sys.exit(1)
+
+
+# -- queue ------------------------------------------------------------------------------------
+
+
+@queue_app.command("create")
+def create_queue(
+    name: Annotated[str, typer.Argument(help="Queue name; a FIFO queue's ends with .fifo.")],
+    *,
+    fifo: Annotated[bool, typer.Option("--fifo", help="Create a FIFO queue.")] = False,
+    content_based_dedup: Annotated[
+        bool,
+        typer.Option("--content-based-dedup", help="FIFO only: deduplicate on a hash of the body."),
+    ] = False,
+    visibility_timeout_seconds: Annotated[
+        int,
+        typer.Option(
+            "--visibility-timeout", metavar="SECONDS", help="How long a receive hides a message."
+        ),
+    ] = _DEFAULTS.visibility_timeout_seconds,
+    retention_seconds: Annotated[
+        int, typer.Option("--retention", metavar="SECONDS", help="How long a message is kept.")
+    ] = _DEFAULTS.message_retention_seconds,
+    delay_seconds: Annotated[
+        int, typer.Option("--delay", metavar="SECONDS", help="Delay before a new message shows.")
+    ] = _DEFAULTS.delay_seconds,
+    max_message_size_bytes: Annotated[
+        int, typer.Option("--max-message-size", metavar="BYTES", help="Largest message accepted.")
+    ] = _DEFAULTS.maximum_message_size_bytes,
+    receive_wait_seconds: Annotated[
+        int,
+        typer.Option(
+            "--receive-wait", metavar="SECONDS", help="Default long-poll wait of a receive."
+        ),
+    ] = _DEFAULTS.receive_wait_time_seconds,
+    dlq: Annotated[
+        str | None,
+        typer.Option(
+            "--dlq", metavar="NAME", help="Dead-letter queue (must exist).", show_default=False
+        ),
+    ] = None,
+    max_receive_count: Annotated[
+        int | None,
+        typer.Option(
+            "--max-receive-count",
+            metavar="N",
+            help="Receives before a message moves to the --dlq queue.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Create a queue; running it again with the same settings changes nothing."""
+    attributes = QueueAttributes(
+        fifo=fifo,
+        content_based_deduplication=content_based_dedup,
+        visibility_timeout_seconds=visibility_timeout_seconds,
+        message_retention_seconds=retention_seconds,
+        delay_seconds=delay_seconds,
+        maximum_message_size_bytes=max_message_size_bytes,
+        receive_wait_time_seconds=receive_wait_seconds,
+        redrive_policy=_redrive_policy(dlq, max_receive_count),
+    )
+    with _queues(url) as queues:
+        info = queues.create_queue(name, attributes)
+    if as_json:
+        _emit_json(asdict(info))
+    else:
+        _out.out(info.name)
+
+
+@queue_app.command("list")
+def list_queues(
+    *,
+    prefix: Annotated[
+        str, typer.Option(metavar="PREFIX", help="Only names starting with this.")
+    ] = "",
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """List queues with their type, depth and dead-letter queue."""
+    with _queues(url) as queues:
+        rows = [row for name in queues.list_queues(prefix) if (row := _queue_row(queues, name))]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("queue", "type", "visible", "in flight", "delayed", "dead-letter queue")
+    for row in rows:
+        table.add_row(
+            Text(row["name"]),
+            "FIFO" if row["fifo"] else "standard",
+            str(row["visible"]),
+            str(row["in_flight"]),
+            str(row["delayed"]),
+            Text(row["dead_letter_queue"] or "-"),
+        )
+    _out.print(table)
+
+
+@queue_app.command("send")
+def send(
+    name: QueueName,
+    body: Annotated[
+        str,
+        typer.Argument(help="Message body, sent as is; - reads it from stdin."),
+    ],
+    *,
+    group_id: Annotated[
+        str | None,
+        typer.Option("--group-id", metavar="G", help="Message group (required on FIFO queues)."),
+    ] = None,
+    dedup_id: Annotated[
+        str | None,
+        typer.Option("--dedup-id", metavar="D", help="FIFO deduplication id."),
+    ] = None,
+    delay_seconds: Annotated[
+        int | None,
+        typer.Option("--delay", metavar="SECONDS", help="Per-message delay (standard queues)."),
+    ] = None,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attribute",
+            metavar="NAME=TYPE:VALUE",
+            help="Message attribute; TYPE is String, Number or Binary (base64 value). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Send one message; prints its message id."""
+    message = OutgoingMessage(
+        body=_read_stdin() if body == "-" else body,
+        attributes=_parse_attributes(attribute or []),
+        delay_seconds=delay_seconds,
+        group_id=group_id,
+        deduplication_id=dedup_id,
+    )
+    with _queues(url) as queues:
+        result = queues.send(name, message)
+    if as_json:
+        _emit_json(asdict(result))
+    else:
+        _out.out(result.message_id)
+
+
+@queue_app.command("send-batch")
+def send_batch(
+    name: QueueName,
+    bodies: Annotated[list[str], typer.Argument(help="One to ten message bodies.")],
+    *,
+    group_id: Annotated[
+        str | None,
+        typer.Option("--group-id", metavar="G", help="Message group of every entry (FIFO)."),
+    ] = None,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Send up to ten messages in one batch; an invalid entry fails alone (exit code 1)."""
+    entries = [
+        SendEntry(id=str(index), message=OutgoingMessage(body=body, group_id=group_id))
+        for index, body in enumerate(bodies)
+    ]
+    with _queues(url) as queues:
+        result = queues.send_batch(name, entries)
+    if as_json:
+        _emit_json(asdict(result))
+    elif result.successful:
+        table = Table("entry", "message id")
+        for entry_id, sent in result.successful.items():
+            table.add_row(entry_id, sent.message_id)
+        _out.print(table)
+    for failure in result.failed:
+        _err.out(f"error: {failure.code}: entry {failure.id}: {failure.message}")
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
+@queue_app.command("receive")
+def receive(
+    name: QueueName,
+    *,
+    max_messages: Annotated[
+        int, typer.Option("--max", metavar="N", help="Receive up to N messages (1-10).")
+    ] = 1,
+    wait_seconds: Annotated[
+        int | None,
+        typer.Option(
+            "--wait", metavar="SECONDS", help="Long-poll up to this long (default: the queue's)."
+        ),
+    ] = None,
+    visibility_timeout_seconds: Annotated[
+        int | None,
+        typer.Option(
+            "--visibility-timeout",
+            metavar="SECONDS",
+            help="Hide received messages this long (default: the queue's).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Receive messages; delete each with its receipt handle once handled."""
+    with _queues(url) as queues:
+        messages = queues.receive(
+            name,
+            max_messages=max_messages,
+            wait_seconds=wait_seconds,
+            visibility_timeout_seconds=visibility_timeout_seconds,
+        )
+    _show_messages(messages, as_json=as_json)
+
+
+@queue_app.command("delete-message")
+def delete_message(
+    name: QueueName,
+    receipt_handle: Annotated[str, typer.Argument(help="Handle from the latest receive.")],
+    *,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Delete a received message."""
+    with _queues(url) as queues:
+        queues.delete(name, receipt_handle)
+    if as_json:
+        _emit_json({"deleted": True})
+
+
+@queue_app.command("purge")
+def purge(
+    name: QueueName,
+    *,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Delete every message in a queue. Asks first unless --yes; without a terminal, needs --yes."""
+    with _queues(url) as queues:
+        _confirm(f"Purge all {_depth(queues.stats(name))} messages from {name}?", yes=yes)
+        purged = queues.purge(name)
+    if as_json:
+        _emit_json({"purged": purged})
+    else:
+        _out.out(f"purged {_messages(purged)}")
+
+
+@queue_app.command("stats")
+def stats(name: QueueName, *, as_json: JsonFlag = False, url: UrlOption = None) -> None:
+    """Show how many messages are visible, in flight and delayed."""
+    with _queues(url) as queues:
+        current = queues.stats(name)
+    if as_json:
+        _emit_json(asdict(current))
+        return
+    table = Table("visible", "in flight", "delayed", "oldest message age (s)", title=name)
+    table.add_row(
+        str(current.visible),
+        str(current.in_flight),
+        str(current.delayed),
+        str(current.oldest_message_age_seconds),
+    )
+    _out.print(table)
+
+
+@queue_app.command("delete")
+def delete_queue(
+    name: QueueName,
+    *,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Delete a queue and its messages. Asks first unless --yes; without a terminal, needs --yes."""
+    with _queues(url) as queues:
+        _confirm(f"Delete queue {name} and its {_depth(queues.stats(name))} messages?", yes=yes)
+        queues.delete_queue(name)
+    if as_json:
+        _emit_json({"deleted": True})
+
+
+# -- dlq --------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="A dead-letter queue whose messages to show; omit to list dead-letter queues.",
+            show_default=False,
+        ),
+    ] = None,
+    *,
+    max_messages: Annotated[
+        int, typer.Option("--max", metavar="N", help="With NAME: show up to N messages (1-10).")
+    ] = 10,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """List dead-letter queues, or with NAME the messages in one and why each failed.
+
+    With NAME this receives messages with visibility timeout 0, like the AWS console's
+    "poll for messages": each one stays visible, but its receive count goes up by one.
+    """
+    with _queues(url) as queues:
+        if name is not None:
+            messages = queues.receive(
+                name, max_messages=max_messages, wait_seconds=0, visibility_timeout_seconds=0
+            )
+            _show_messages(messages, as_json=as_json)
+            return
+        rows = _dead_letter_queue_rows(queues)
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("dead-letter queue", "visible", "in flight", "delayed", "source queues")
+    for row in rows:
+        table.add_row(
+            Text(row["name"]),
+            str(row["visible"]),
+            str(row["in_flight"]),
+            str(row["delayed"]),
+            Text(", ".join(row["source_queues"])),
+        )
+    _out.print(table)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    name: Annotated[str, typer.Argument(help="The dead-letter queue.")],
+    *,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", metavar="QUEUE", help="Move here instead of each message's source queue."
+        ),
+    ] = None,
+    message_ids: Annotated[
+        list[str] | None,
+        typer.Option("--message-id", metavar="ID", help="Only this message; repeatable."),
+    ] = None,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Move dead-lettered messages back to their source queues (or --to); counts restart."""
+    with _queues(url) as queues:
+        moved = queues.redrive(name, destination=to, message_ids=message_ids or None)
+    if as_json:
+        _emit_json({"moved": moved})
+    else:
+        _out.out(f"moved {_messages(moved)}")
+
+
+# -- worker -----------------------------------------------------------------------------------
+
+
+@app.command("worker")
+def worker(
+    app_path: AppPath,
+    *,
+    handler: Annotated[
+        list[str] | None,
+        typer.Option("--handler", help="Run only this handler (repeatable); default: all."),
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Run an app's handlers: poll their queues and invoke them, until SIGTERM or Ctrl-C.
+
+    On a stop, polling ends, batches already running finish (or time out) and messages
+    received but not started become visible again.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    target = load_app(app_path)
+    unknown = set(handler or ()) - set(target.handlers)
+    if unknown:
+        raise errors.InvalidParameterValue(f"no handler named {', '.join(sorted(unknown))}")
+    with _queues(url) as queues:
+        target.provision(queues)
+        running = Worker(target, app_path=app_path, queues=queues, handlers=handler)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: running.stop())
+        _err.out(f"vaultq worker: {len(handler or target.handlers)} handler(s) of {app_path}")
+        running.run()
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _queues(url: str | None) -> Iterator[QueueBackend]:
+    backend = open_queues(url)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _emit_json(data: object) -> None:
+    _out.out(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise errors.InvalidMessageContents("stdin is not valid UTF-8 text") from None
+
+
+def _redrive_policy(dlq: str | None, max_receive_count: int | None) -> RedrivePolicy | None:
+    if dlq is None and max_receive_count is None:
+        return None
+    if dlq is None or max_receive_count is None:
+        raise typer.BadParameter("--dlq and --max-receive-count go together")
+    return RedrivePolicy(dead_letter_queue=dlq, max_receive_count=max_receive_count)
+
+
+def _parse_attributes(specs: Sequence[str]) -> dict[str, MessageAttribute]:
+    parsed: dict[str, MessageAttribute] = {}
+    for spec in specs:
+        name, equals, typed = spec.partition("=")
+        data_type, colon, value = typed.partition(":")
+        if not (name and equals and colon):
+            raise typer.BadParameter("expected NAME=TYPE:VALUE", param_hint="--attribute")
+        if name in parsed:
+            raise typer.BadParameter(f"{name!r} is given twice", param_hint="--attribute")
+        parsed[name] = MessageAttribute(
+            data_type=data_type, value=_attribute_value(data_type, value)
+        )
+    return parsed
+
+
+def _attribute_value(data_type: str, value: str) -> str | bytes:
+    if not data_type.startswith("Binary"):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise typer.BadParameter("a Binary value is base64", param_hint="--attribute") from None
+
+
+def _confirm(question: str, *, yes: bool) -> None:
+    if yes:
+        return
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise errors.MissingParameter("give --yes to confirm when stdin is not a terminal")
+    typer.confirm(question, abort=True, err=True)
+
+
+def _messages(count: int) -> str:
+    return f"{count} message" if count == 1 else f"{count} messages"
+
+
+def _depth(current: QueueStats) -> int:
+    return current.visible + current.in_flight + current.delayed
+
+
+def _queue_row(queues: QueueBackend, name: str) -> dict[str, Any] | None:
+    """One line of ``queue list``, or None if the queue was deleted while listing."""
+    try:
+        info = queues.get_queue(name)
+        current = queues.stats(name)
+    except errors.QueueDoesNotExist:
+        return None
+    policy = info.attributes.redrive_policy
+    return {
+        "name": name,
+        "fifo": info.attributes.fifo,
+        **asdict(current),
+        "dead_letter_queue": None if policy is None else policy.dead_letter_queue,
+        "max_receive_count": None if policy is None else policy.max_receive_count,
+    }
+
+
+def _dead_letter_queue_rows(queues: QueueBackend) -> list[dict[str, Any]]:
+    sources: dict[str, list[str]] = {}
+    for row in filter(None, (_queue_row(queues, name) for name in queues.list_queues())):
+        if row["dead_letter_queue"] is not None:
+            sources.setdefault(row["dead_letter_queue"], []).append(row["name"])
+    rows = []
+    for name in sorted(sources):
+        with contextlib.suppress(errors.QueueDoesNotExist):
+            rows.append(
+                {"name": name, **asdict(queues.stats(name)), "source_queues": sources[name]}
+            )
+    return rows
+
+
+def _show_messages(messages: Sequence[ReceivedMessage], *, as_json: bool) -> None:
+    if as_json:
+        _emit_json([asdict(message) for message in messages])
+        return
+    if not messages:
+        _err.out("no messages")
+    for index, message in enumerate(messages):
+        if index:
+            _out.out("")
+        for label, value in _message_fields(message):
+            # soft_wrap keeps ids and handles on one line, so they can be copied whole.
+            indented = value.replace("\n", "\n" + " " * _LABEL_WIDTH)
+            line = Text.assemble((label.ljust(_LABEL_WIDTH), "bold"), indented)
+            _out.print(line, soft_wrap=True)
+
+
+def _message_fields(message: ReceivedMessage) -> list[tuple[str, str]]:
+    fields = [
+        ("message id", message.message_id),
+        ("receive count", str(message.receive_count)),
+        ("receipt handle", message.receipt_handle),
+    ]
+    if message.group_id is not None:
+        fields.append(("group id", message.group_id))
+    if message.dead_letter is not None:
+        fields.extend(_dead_letter_fields(message.dead_letter))
+    fields.append(("body", message.body))
+    return fields
+
+
+def _dead_letter_fields(record: DeadLetterRecord) -> list[tuple[str, str]]:
+    moved_at = datetime.fromtimestamp(record.moved_at_ms / 1000, tz=UTC)
+    return [
+        ("source queue", record.source_queue),
+        ("reason", record.reason),
+        ("receives before move", str(record.receive_count)),
+        ("last error", record.last_error or "-"),
+        ("moved at", moved_at.isoformat(timespec="seconds")),
+    ]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Privacy: redaction of what vaultq stores or shows about failures."""
+
+from __future__ import annotations

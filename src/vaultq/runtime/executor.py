@@ -1,0 +1,182 @@
+"""Handler processes: where handlers run, so that a timeout can stop one for real.
+
+Each concurrency slot of a mapping owns one child process, kept warm between invocations as
+Lambda keeps an execution environment. The child imports the app, runs one invocation at a
+time and answers over a pipe. A handler that runs past its timeout is killed with its
+process, which is replaced; the worker itself never runs handler code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import pickle
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vaultq.events import LambdaContext
+from vaultq.privacy.redact import redact
+from vaultq.queues.protocol import FailureReason
+from vaultq.runtime.failures import NonRetryableError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from vaultq.app import App
+
+log = logging.getLogger(__name__)
+_CONTEXT = multiprocessing.get_context("spawn")
+_START_TIMEOUT_SECONDS = 60.0
+_READY = "ready"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invocation:
+    handler: str
+    event: dict[str, Any]
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvocationError:
+    reason: str
+    #: Exception type and redacted text, never a traceback with local values.
+    error: str
+    retryable: bool = True
+    #: The records the error concerns; empty means the whole batch.
+    message_ids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvocationResult:
+    response: Any = None
+    error: InvocationError | None = None
+    duration_seconds: float = 0.0
+
+
+class HandlerProcess:
+    """One warm child process that runs invocations of ``app_path``'s handlers."""
+
+    def __init__(self, app_path: str) -> None:
+        self._app_path = app_path
+        self._conn: Connection | None = None
+        self._process: Any = None
+
+    def invoke(self, invocation: Invocation) -> InvocationResult:
+        started = time.monotonic()
+        conn = self._ensure_started()
+        try:
+            conn.send(invocation)
+            if not conn.poll(invocation.timeout_seconds):
+                self._kill()
+                return _failed(
+                    FailureReason.TIMEOUT,
+                    f"Task timed out after {invocation.timeout_seconds:.2f} seconds",
+                    started,
+                )
+            result: InvocationResult = conn.recv()
+        except (EOFError, OSError, pickle.PicklingError) as exc:
+            self._kill()
+            return _failed(
+                FailureReason.HANDLER_ERROR, f"handler process died: {type(exc).__name__}", started
+            )
+        return InvocationResult(
+            response=result.response,
+            error=result.error,
+            duration_seconds=time.monotonic() - started,
+        )
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+        if self._process is not None:
+            self._process.join(timeout=5)
+        self._kill()
+
+    def _ensure_started(self) -> Connection:
+        if self._conn is not None and self._process.is_alive():
+            return self._conn
+        self._kill()
+        parent, child = _CONTEXT.Pipe()
+        self._process = _CONTEXT.Process(target=serve, args=(self._app_path, child), daemon=True)
+        self._process.start()
+        child.close()
+        if not parent.poll(_START_TIMEOUT_SECONDS) or parent.recv() != _READY:
+            raise RuntimeError(f"handler process for {self._app_path} did not start")
+        self._conn = parent
+        return parent
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if self._conn is not None:
+            self._conn.close()
+        self._process = None
+        self._conn = None
+
+
+def _failed(reason: str, error: str, started: float) -> InvocationResult:
+    return InvocationResult(
+        error=InvocationError(reason=reason, error=error),
+        duration_seconds=time.monotonic() - started,
+    )
+
+
+def serve(app_path: str, conn: Connection) -> None:
+    """The child's loop: import the app once, then run invocations until told to stop."""
+    # Ctrl-C reaches the whole process group; the worker decides when handlers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from vaultq.app import load_app  # noqa: PLC0415 - imported in the child only
+
+    app = load_app(app_path)
+    conn.send(_READY)
+    while True:
+        try:
+            invocation = conn.recv()
+        except EOFError:
+            return  # the worker is gone
+        if invocation is None:
+            return
+        result = run_invocation(app, invocation)
+        try:
+            conn.send(result)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            conn.send(
+                InvocationResult(
+                    error=InvocationError(
+                        reason=FailureReason.HANDLER_ERROR,
+                        error="the handler's response cannot be serialised",
+                    )
+                )
+            )
+
+
+def run_invocation(app: App, invocation: Invocation) -> InvocationResult:
+    spec = app.handlers[invocation.handler]
+    context = LambdaContext(
+        function_name=spec.name,
+        memory_limit_in_mb=spec.memory_limit_in_mb,
+        deadline_monotonic=time.monotonic() + invocation.timeout_seconds,
+    )
+    try:
+        return InvocationResult(response=spec.function(invocation.event, context))
+    except Exception as exc:  # a handler's failure is a result, not a crash
+        return InvocationResult(error=_describe(exc))
+
+
+def _describe(exc: Exception) -> InvocationError:
+    text = redact(f"{type(exc).__name__}: {exc}")
+    log.info("handler failed: %s", text)
+    log.debug("handler traceback: %s", redact("".join(traceback.format_exception(exc))))
+    if isinstance(exc, NonRetryableError):
+        return InvocationError(
+            reason=exc.failure_reason, error=text, retryable=False, message_ids=exc.message_ids
+        )
+    reason = getattr(exc, "failure_reason", FailureReason.HANDLER_ERROR)
+    return InvocationError(reason=str(reason), error=text)

@@ -1,0 +1,112 @@
+"""An app whose handlers do what each message body asks, and write down what they did.
+
+Bodies are JSON: {"id": "...", "do": "ok" | "fail" | "fail-until" | "give-up" | "sleep" |
+"report-fail" | "exit", "n": int}. Every invocation appends one row per record it ran to the
+SQLite file named by VAULTQ_TEST_EFFECTS, so tests count side effects across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from typing import Any
+
+from vaultq.app import App, DeadLetterQueue, RetryPolicy
+from vaultq.runtime.failures import HandlerFailure, NonRetryableError
+
+NO_WAIT = RetryPolicy(base_seconds=0, cap_seconds=0)
+
+app = App("behaviours")
+app.queue("work", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=3))
+app.queue(
+    "ordered.fifo",
+    fifo=True,
+    content_based_deduplication=True,
+    visibility_timeout_seconds=30,
+    dead_letter=DeadLetterQueue(max_receive_count=5),
+)
+app.queue("slow", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=2))
+
+
+class EmbeddingApiError(HandlerFailure):
+    failure_reason = "EMBEDDING_API_ERROR"
+
+
+def record(handler: str, records: list[dict[str, Any]]) -> None:
+    with sqlite3.connect(os.environ["VAULTQ_TEST_EFFECTS"], timeout=30) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS effects (handler TEXT, message_id TEXT, item TEXT,"
+            " receive_count INTEGER, pid INTEGER, at REAL)"
+        )
+        db.executemany(
+            "INSERT INTO effects VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    handler,
+                    r["messageId"],
+                    json.loads(r["body"])["id"],
+                    int(r["attributes"]["ApproximateReceiveCount"]),
+                    os.getpid(),
+                    time.time(),
+                )
+                for r in records
+            ],
+        )
+
+
+def act(record_: dict[str, Any]) -> bool:
+    """Do what the body says; False means 'report me as failed'."""
+    body = json.loads(record_["body"])
+    count = int(record_["attributes"]["ApproximateReceiveCount"])
+    action = body["do"]
+    if action == "fail":
+        raise ValueError(f"asked to fail, token=abc123 item {body['id']}")
+    if action == "fail-until" and count < body["n"]:
+        raise EmbeddingApiError("provider said 503")
+    if action == "give-up":
+        raise NonRetryableError("schema mismatch", message_ids=[record_["messageId"]])
+    if action == "sleep":
+        time.sleep(body["n"])
+    if action == "exit":
+        os._exit(3)
+    return action != "report-fail"
+
+
+@app.handler(queue="work", report_batch_item_failures=True, retry=NO_WAIT)
+def work(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    failures = []
+    done = []
+    for r in event["Records"]:
+        if act(r):
+            done.append(r)
+        else:
+            failures.append({"itemIdentifier": r["messageId"]})
+    record("work", done)
+    if any(json.loads(r["body"])["do"] == "bad-id" for r in event["Records"]):
+        return {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}
+    return {"batchItemFailures": failures}
+
+
+@app.handler(
+    queue="ordered.fifo", report_batch_item_failures=True, retry=NO_WAIT, max_concurrency=2
+)
+def ordered(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    failures: list[dict[str, str]] = []
+    for r in event["Records"]:
+        body = json.loads(r["body"])
+        count = int(r["attributes"]["ApproximateReceiveCount"])
+        if failures or (body["do"] == "fail-until" and count < body["n"]):
+            failures.append({"itemIdentifier": r["messageId"]})
+            continue
+        record("ordered", [r])
+    return {"batchItemFailures": failures}
+
+
+@app.handler(queue="slow", timeout_seconds=1, max_concurrency=1, retry=NO_WAIT)
+def slow(event: dict[str, Any], context: Any) -> None:
+    record("slow-start", event["Records"])
+    for r in event["Records"]:
+        act(r)
+    record("slow-done", event["Records"])
