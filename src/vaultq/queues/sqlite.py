@@ -290,7 +290,7 @@ class SqliteQueues:
                 "md5": md5,
                 "attributes": _dump_message_attributes(message.attributes),
                 "group_id": message.group_id,
-                "dedup_id": message.deduplication_id,
+                "dedup_id": dedup_key["dedup_id"] if dedup_key else None,
                 "now": now,
                 "visible_at": now + delay * 1000,
             },

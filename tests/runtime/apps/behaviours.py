@@ -28,6 +28,7 @@ app.queue(
     dead_letter=DeadLetterQueue(max_receive_count=5),
 )
 app.queue("slow", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=2))
+app.queue("steady", visibility_timeout_seconds=4)
 
 
 class EmbeddingApiError(HandlerFailure):
@@ -38,7 +39,7 @@ def record(handler: str, records: list[dict[str, Any]]) -> None:
     with sqlite3.connect(os.environ["VAULTQ_TEST_EFFECTS"], timeout=30) as db:
         db.execute(
             "CREATE TABLE IF NOT EXISTS effects (handler TEXT, message_id TEXT, item TEXT,"
-            " receive_count INTEGER, pid INTEGER, at REAL)"
+            " receive_count INTEGER, worker_pid INTEGER, at REAL)"
         )
         db.executemany(
             "INSERT INTO effects VALUES (?, ?, ?, ?, ?, ?)",
@@ -48,7 +49,7 @@ def record(handler: str, records: list[dict[str, Any]]) -> None:
                     r["messageId"],
                     json.loads(r["body"])["id"],
                     int(r["attributes"]["ApproximateReceiveCount"]),
-                    os.getpid(),
+                    os.getppid(),
                     time.time(),
                 )
                 for r in records
@@ -110,3 +111,11 @@ def slow(event: dict[str, Any], context: Any) -> None:
     for r in event["Records"]:
         act(r)
     record("slow-done", event["Records"])
+
+
+@app.handler(queue="steady", timeout_seconds=3, batch_size=1, max_concurrency=2)
+def steady(event: dict[str, Any], context: Any) -> None:
+    record("steady-start", event["Records"])
+    for r in event["Records"]:
+        act(r)
+    record("steady-done", event["Records"])
