@@ -195,12 +195,6 @@ class App:
             raise errors.InvalidParameterValue(
                 f"handler {spec.name!r} reads undeclared queue {spec.mapping.queue!r}"
             )
-        if queue.attributes.visibility_timeout_seconds < spec.timeout_seconds:
-            # Lambda refuses this too: the message would come back while still being handled.
-            raise errors.InvalidParameterValue(
-                f"queue {queue.name!r} has a visibility timeout shorter than the timeout "
-                f"of handler {spec.name!r}"
-            )
 
     def provision(self, queues: QueueBackend) -> None:
         """Create every declared queue (dead-letter queues first); idempotent."""

@@ -162,3 +162,17 @@ def test_fifo_group_order_holds_under_failures(
     done = effects.items("ordered")
     assert [i for i in done if i.startswith("a")] == [f"a{i}" for i in range(6)]
     assert [i for i in done if i.startswith("b")] == [f"b{i}" for i in range(6)]
+
+
+def test_lease_heartbeat_keeps_a_long_handler_s_message_invisible(
+    queues: SqliteQueues, effects: Effects, worker: Callable[..., Worker]
+) -> None:
+    send(queues, "heartbeat", "long", do="sleep", n=5)
+    worker("heartbeat")
+
+    wait_for(lambda: effects.items("heartbeat-start"))
+    wait_for(lambda: queues.stats("heartbeat").in_flight == 0, timeout_seconds=20)
+
+    assert effects.rows("heartbeat-start")[0][1:] == ("long", 1)
+    assert len(effects.rows("heartbeat-start")) == 1, "never redelivered while it ran"
+    assert queues.stats("heartbeat").visible == 0

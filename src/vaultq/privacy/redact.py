@@ -14,13 +14,13 @@ _MASK = "[redacted]"
 _PATTERNS = [
     # JSON Web Tokens and other dotted base64url triples.
     re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"),
+    # Bearer credentials.
+    re.compile(r"(?i)\bbearer\s+[\w.~+/-]+=*"),
     # name=value / name: value pairs whose name says secret.
     re.compile(
         r"(?i)\b([\w-]*(?:secret|token|password|passwd|api[_-]?key|authorization|credential|"
         r"private[_-]?key|session)[\w-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
     ),
-    # Bearer credentials.
-    re.compile(r"(?i)\bbearer\s+[\w.~+/-]+=*"),
     # PEM blocks.
     re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.DOTALL),
     # Long hex or base64 runs: keys, ciphertexts, signatures.

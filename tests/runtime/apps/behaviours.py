@@ -29,6 +29,9 @@ app.queue(
 )
 app.queue("slow", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=2))
 app.queue("steady", visibility_timeout_seconds=4)
+# Shorter than its handler's timeout: the lease heartbeat keeps messages invisible while
+# they are handled, and a dead worker's messages come back after 2 s, not 10.
+app.queue("heartbeat", visibility_timeout_seconds=2)
 
 
 class EmbeddingApiError(HandlerFailure):
@@ -119,3 +122,10 @@ def steady(event: dict[str, Any], context: Any) -> None:
     for r in event["Records"]:
         act(r)
     record("steady-done", event["Records"])
+
+
+@app.handler(queue="heartbeat", timeout_seconds=10, max_concurrency=1)
+def heartbeat(event: dict[str, Any], context: Any) -> None:
+    record("heartbeat-start", event["Records"])
+    for r in event["Records"]:
+        act(r)
