@@ -96,7 +96,7 @@ class HandlerSpec:
     memory_limit_in_mb: int = 128
 
     def __post_init__(self) -> None:
-        if not _FUNCTION_NAME.match(self.name):
+        if not _FUNCTION_NAME.fullmatch(self.name):
             raise errors.InvalidParameterValue(f"invalid function name {self.name!r}")
         if not 1 <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise errors.InvalidParameterValue(f"timeout_seconds must be 1..{MAX_TIMEOUT_SECONDS}")
@@ -122,7 +122,7 @@ class App:
     """Declares queues, handlers and their event source mappings."""
 
     def __init__(self, name: str) -> None:
-        if not _FUNCTION_NAME.match(name):
+        if not _FUNCTION_NAME.fullmatch(name):
             raise errors.InvalidParameterValue(f"invalid app name {name!r}")
         self.name = name
         self.queues: dict[str, QueueSpec] = {}

@@ -128,3 +128,77 @@ class BackendUnavailable(VaultqError):
 
     code = "BackendUnavailable"
     client_fault = False
+
+
+class JobNotFound(VaultqError):
+    """No job with that key, or only an expired one (an expired job is gone)."""
+
+    code = "JobNotFound"
+
+
+class JobAlreadyExists(VaultqError):
+    """A live job already has that key."""
+
+    code = "JobAlreadyExists"
+
+
+class ConditionalCheckFailed(VaultqError):
+    """The job is not in the state the caller expected (someone else changed it first)."""
+
+    code = "ConditionalCheckFailed"
+
+
+class InvalidJobTransition(VaultqError):
+    """The job's state machine does not allow this change (terminal states are final)."""
+
+    code = "InvalidJobTransition"
+
+
+class JobTooLarge(InvalidParameterValue):
+    """A job, or a payload written to it, is larger than a job item may be (400 KB)."""
+
+    code = "JobTooLarge"
+
+
+class NoSuchBucket(VaultqError):
+    """The bucket does not exist."""
+
+    code = "NoSuchBucket"
+
+
+class NoSuchKey(VaultqError):
+    """The bucket holds no object under that key."""
+
+    code = "NoSuchKey"
+
+
+class InvalidBucketName(InvalidParameterValue):
+    """A bucket name outside S3's naming rules."""
+
+    code = "InvalidBucketName"
+
+
+class InvalidObjectKey(InvalidParameterValue):
+    """An object key outside vaultq's rules: S3's, plus no path traversal, leading '/',
+    empty segments, backslashes or control characters."""
+
+    code = "InvalidObjectKey"
+
+
+class EntityTooLarge(InvalidParameterValue):
+    """An object larger than the store's maximum object size."""
+
+    code = "EntityTooLarge"
+
+
+class InvalidSignature(VaultqError):
+    """A signed URL that this store did not sign, that was changed, or that is used with
+    another method than the one it was signed for."""
+
+    code = "SignatureDoesNotMatch"
+
+
+class SignatureExpired(InvalidSignature):
+    """A signed URL used after its expiry."""
+
+    code = "SignatureExpired"

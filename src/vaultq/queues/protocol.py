@@ -378,7 +378,7 @@ class QueueBackend(Protocol):
 def validate_queue_name(name: str, *, fifo: bool | None = None) -> None:
     """SQS's rule: 1-80 of ``[A-Za-z0-9_-]``, plus ``.fifo`` for FIFO queues."""
     base = name.removesuffix(".fifo")
-    if not _QUEUE_NAME.match(base) or len(name) > 80:
+    if not _QUEUE_NAME.fullmatch(base) or len(name) > 80:
         raise errors.InvalidParameterValue(
             f"queue names are 1-80 letters, digits, '-' or '_' (FIFO: ending .fifo): {name!r}"
         )
@@ -415,7 +415,7 @@ def validate_batch_ids(ids: Sequence[str]) -> None:
             f"{len(ids)} entries; a batch holds at most {MAX_BATCH_ENTRIES}"
         )
     for entry_id in ids:
-        if not _BATCH_ID.match(entry_id):
+        if not _BATCH_ID.fullmatch(entry_id):
             raise errors.InvalidBatchEntryId(f"invalid batch entry id {entry_id!r}")
     if len(set(ids)) != len(ids):
         raise errors.BatchEntryIdsNotDistinct("batch entry ids must be distinct")
@@ -453,7 +453,7 @@ def _validate_message_attributes(attributes: Mapping[str, MessageAttribute]) -> 
             f"{len(attributes)} message attributes; at most {MAX_MESSAGE_ATTRIBUTES}"
         )
     for name in attributes:
-        if not _ATTRIBUTE_NAME.match(name):
+        if not _ATTRIBUTE_NAME.fullmatch(name):
             raise errors.InvalidParameterValue(f"invalid message attribute name {name!r}")
 
 
@@ -462,7 +462,7 @@ def _validate_fifo_ids(message: OutgoingMessage, attributes: QueueAttributes) ->
         ("MessageGroupId", message.group_id),
         ("MessageDeduplicationId", message.deduplication_id),
     ):
-        if value is not None and not _GROUP_OR_DEDUP_ID.match(value):
+        if value is not None and not _GROUP_OR_DEDUP_ID.fullmatch(value):
             raise errors.InvalidParameterValue(f"{label} must be 1-128 printable ASCII chars")
     if not attributes.fifo:
         if message.deduplication_id is not None:
