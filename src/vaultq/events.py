@@ -93,6 +93,8 @@ class LambdaContext:
     function_version: str = "$LATEST"
     region: str = DEFAULT_REGION
     monotonic: Callable[[], float] = time.monotonic
+    #: The job table (a ``JobStore``) when the worker has one; see ``vaultq.runtime.job_of``.
+    jobs: Any = None
 
     @property
     def invoked_function_arn(self) -> str:

@@ -24,9 +24,11 @@ from vaultq.queues.protocol import FailureReason
 from vaultq.runtime.failures import NonRetryableError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.connection import Connection
 
     from vaultq.app import App
+    from vaultq.jobs.protocol import JobStore
 
 log = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -61,8 +63,11 @@ class InvocationResult:
 class HandlerProcess:
     """One warm child process that runs invocations of ``app_path``'s handlers."""
 
-    def __init__(self, app_path: str) -> None:
+    def __init__(
+        self, app_path: str, *, job_store_factory: Callable[[], JobStore] | None = None
+    ) -> None:
         self._app_path = app_path
+        self._job_store_factory = job_store_factory
         self._conn: Connection | None = None
         self._process: Any = None
 
@@ -103,7 +108,9 @@ class HandlerProcess:
             return self._conn
         self._kill()
         parent, child = _CONTEXT.Pipe()
-        self._process = _CONTEXT.Process(target=serve, args=(self._app_path, child), daemon=True)
+        self._process = _CONTEXT.Process(
+            target=serve, args=(self._app_path, child, self._job_store_factory), daemon=True
+        )
         self._process.start()
         child.close()
         if not parent.poll(_START_TIMEOUT_SECONDS) or parent.recv() != _READY:
@@ -128,13 +135,16 @@ def _failed(reason: str, error: str, started: float) -> InvocationResult:
     )
 
 
-def serve(app_path: str, conn: Connection) -> None:
+def serve(
+    app_path: str, conn: Connection, job_store_factory: Callable[[], JobStore] | None = None
+) -> None:
     """The child's loop: import the app once, then run invocations until told to stop."""
     # Ctrl-C reaches the whole process group; the worker decides when handlers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from vaultq.app import load_app  # noqa: PLC0415 - imported in the child only
 
     app = load_app(app_path)
+    jobs = job_store_factory() if job_store_factory else None
     conn.send(_READY)
     while True:
         try:
@@ -143,7 +153,7 @@ def serve(app_path: str, conn: Connection) -> None:
             return  # the worker is gone
         if invocation is None:
             return
-        result = run_invocation(app, invocation)
+        result = run_invocation(app, invocation, jobs=jobs)
         try:
             conn.send(result)
         except (pickle.PicklingError, TypeError, AttributeError):
@@ -157,12 +167,15 @@ def serve(app_path: str, conn: Connection) -> None:
             )
 
 
-def run_invocation(app: App, invocation: Invocation) -> InvocationResult:
+def run_invocation(
+    app: App, invocation: Invocation, *, jobs: JobStore | None = None
+) -> InvocationResult:
     spec = app.handlers[invocation.handler]
     context = LambdaContext(
         function_name=spec.name,
         memory_limit_in_mb=spec.memory_limit_in_mb,
         deadline_monotonic=time.monotonic() + invocation.timeout_seconds,
+        jobs=jobs,
     )
     try:
         return InvocationResult(response=spec.function(invocation.event, context))

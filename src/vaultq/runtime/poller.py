@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vaultq import errors
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from vaultq.app import HandlerSpec
     from vaultq.queues.protocol import QueueBackend, QueueInfo, ReceivedMessage
     from vaultq.runtime.executor import HandlerProcess, InvocationResult
+    from vaultq.runtime.jobs import JobTracker
     from vaultq.runtime.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,13 @@ log = logging.getLogger(__name__)
 POLL_WAIT_SECONDS = 2
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True)
 class Settlement:
-    """What became of one batch, for metrics and tests."""
+    """What became of one batch's messages."""
 
-    deleted: int
-    retried: int
-    dead_lettered: int
+    deleted: list[ReceivedMessage] = field(default_factory=list)
+    retried: list[ReceivedMessage] = field(default_factory=list)
+    dead_lettered: list[ReceivedMessage] = field(default_factory=list)
 
 
 class MappingPoller:
@@ -60,11 +61,13 @@ class MappingPoller:
         queues: QueueBackend,
         leases: LeaseKeeper,
         processes: Sequence[HandlerProcess],
+        jobs: JobTracker,
         random_unit: Callable[[], float] = random.random,
     ) -> None:
         self.spec = spec
         self._queues = queues
         self._leases = leases
+        self._jobs = jobs
         self._random = random_unit
         self._queue: QueueInfo = queues.get_queue(spec.mapping.queue)
         self._idle: list[HandlerProcess] = list(processes)
@@ -129,14 +132,17 @@ class MappingPoller:
 
     def _run_batch(self, process: HandlerProcess, batch: list[ReceivedMessage]) -> None:
         try:
-            result = process.invoke(
-                Invocation(
-                    handler=self.spec.name,
-                    event=sqs_event(self.spec.mapping.queue, batch),
-                    timeout_seconds=self.spec.timeout_seconds,
+            runnable, finished = self._jobs.begin(batch)
+            self._delete(finished)  # their jobs were cancelled or are already done
+            if runnable:
+                result = process.invoke(
+                    Invocation(
+                        handler=self.spec.name,
+                        event=sqs_event(self.spec.mapping.queue, runnable),
+                        timeout_seconds=self.spec.timeout_seconds,
+                    )
                 )
-            )
-            self.settle(batch, result)
+                self.settle(runnable, result)
         except errors.VaultqError as exc:
             # The batch's messages come back by their visibility timeout: nothing is lost.
             log.warning("settling a batch of %s failed: %s", self.spec.name, exc.code)
@@ -146,19 +152,21 @@ class MappingPoller:
 
     def settle(self, batch: list[ReceivedMessage], result: InvocationResult) -> Settlement:
         failures = self._failures(batch, result)
-        succeeded = [m for m in batch if m.message_id not in failures]
-        self._delete(succeeded)
-        dead, retried = self._give_back_failed(batch, failures)
+        settlement = Settlement(deleted=[m for m in batch if m.message_id not in failures])
+        self._delete(settlement.deleted)
+        self._jobs.succeeded(settlement.deleted)
+        self._give_back_failed(batch, failures, settlement)
+        self._jobs.retrying(settlement.retried)
         log.info(
             "%s: batch of %d, %d deleted, %d retried, %d dead-lettered in %.3f s",
             self.spec.name,
             len(batch),
-            len(succeeded),
-            retried,
-            dead,
+            len(settlement.deleted),
+            len(settlement.retried),
+            len(settlement.dead_lettered),
             result.duration_seconds,
         )
-        return Settlement(deleted=len(succeeded), retried=retried, dead_lettered=dead)
+        return settlement
 
     def _failures(
         self, batch: list[ReceivedMessage], result: InvocationResult
@@ -197,10 +205,12 @@ class MappingPoller:
                 log.warning("delete of a handled message failed: %s", failed.code)
 
     def _give_back_failed(
-        self, batch: list[ReceivedMessage], failures: dict[str, InvocationError]
-    ) -> tuple[int, int]:
+        self,
+        batch: list[ReceivedMessage],
+        failures: dict[str, InvocationError],
+        settlement: Settlement,
+    ) -> None:
         policy = self._queue.attributes.redrive_policy
-        dead = 0
         retry: list[VisibilityEntry] = []
         for message in batch:
             error = failures.get(message.message_id)
@@ -212,24 +222,24 @@ class MappingPoller:
             )
             if final and policy is not None:
                 self._dead_letter(message, failure)
-                dead += 1
-            else:
-                delay = retry_delay_seconds(
-                    self.spec.mapping.retry, message.receive_count, random=self._random
+                settlement.dead_lettered.append(message)
+                continue
+            delay = retry_delay_seconds(
+                self.spec.mapping.retry, message.receive_count, random=self._random
+            )
+            retry.append(
+                VisibilityEntry(
+                    id=str(len(retry)),
+                    receipt_handle=message.receipt_handle,
+                    visibility_timeout_seconds=delay,
+                    failure=failure,
                 )
-                retry.append(
-                    VisibilityEntry(
-                        id=str(len(retry)),
-                        receipt_handle=message.receipt_handle,
-                        visibility_timeout_seconds=delay,
-                        failure=failure,
-                    )
-                )
+            )
+            settlement.retried.append(message)
         for start in range(0, len(retry), MAX_BATCH_ENTRIES):
             self._queues.change_visibility_batch(
                 self.spec.mapping.queue, retry[start : start + MAX_BATCH_ENTRIES]
             )
-        return dead, len(retry)
 
     def _dead_letter(self, message: ReceivedMessage, failure: Failure) -> None:
         try:
@@ -238,6 +248,8 @@ class MappingPoller:
             )
         except (errors.ReceiptHandleIsInvalid, errors.MessageNotInflight) as exc:
             log.warning("dead-lettering a message failed: %s", exc.code)
+            return
+        self._jobs.dead_lettered(message, failure)
 
     def _return_unstarted(self, batch: list[ReceivedMessage]) -> None:
         """Give back a batch that was received but never started: visible again now."""

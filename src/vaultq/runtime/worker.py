@@ -7,11 +7,15 @@ import threading
 from typing import TYPE_CHECKING
 
 from vaultq.runtime.executor import HandlerProcess
+from vaultq.runtime.jobs import JobTracker
 from vaultq.runtime.leases import LeaseKeeper
 from vaultq.runtime.poller import MappingPoller
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vaultq.app import App
+    from vaultq.jobs.protocol import JobStore
     from vaultq.queues.protocol import QueueBackend
 
 log = logging.getLogger(__name__)
@@ -22,12 +26,21 @@ class Worker:
     processes find the app."""
 
     def __init__(
-        self, app: App, *, app_path: str, queues: QueueBackend, handlers: list[str] | None = None
+        self,
+        app: App,
+        *,
+        app_path: str,
+        queues: QueueBackend,
+        handlers: list[str] | None = None,
+        job_store_factory: Callable[[], JobStore] | None = None,
     ) -> None:
         self.app = app
         self._queues = queues
         self._app_path = app_path
         self._names = handlers or list(app.handlers)
+        #: Opens the job table; handed to handler processes too, so it must pickle by
+        #: reference (a module-level function, or a functools.partial of one).
+        self._job_store_factory = job_store_factory
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -35,14 +48,21 @@ class Worker:
         out); received but unstarted messages are made visible again."""
         leases = LeaseKeeper(self._queues)
         leases.start()
+        job_store = self._job_store_factory() if self._job_store_factory else None
+        tracker = JobTracker(job_store)
         processes: list[HandlerProcess] = []
         pollers = []
         for name in self._names:
             spec = self.app.handlers[name]
-            slots = [HandlerProcess(self._app_path) for _ in range(spec.mapping.max_concurrency)]
+            slots = [
+                HandlerProcess(self._app_path, job_store_factory=self._job_store_factory)
+                for _ in range(spec.mapping.max_concurrency)
+            ]
             processes += slots
             pollers.append(
-                MappingPoller(spec=spec, queues=self._queues, leases=leases, processes=slots)
+                MappingPoller(
+                    spec=spec, queues=self._queues, leases=leases, processes=slots, jobs=tracker
+                )
             )
         threads = [
             threading.Thread(
@@ -63,6 +83,8 @@ class Worker:
             leases.stop()
             for process in processes:
                 process.close()
+            if job_store is not None:
+                job_store.close()
         log.info("worker stopped")
 
     def stop(self) -> None:
