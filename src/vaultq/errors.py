@@ -202,3 +202,27 @@ class SignatureExpired(InvalidSignature):
     """A signed URL used after its expiry."""
 
     code = "SignatureExpired"
+
+
+class IdempotencyAlreadyInProgress(VaultqError):
+    """Another attempt with the same idempotency key is still running: this one did not run
+    and may be retried once that attempt finished or its deadline passed."""
+
+    code = "IdempotencyAlreadyInProgress"
+    client_fault = False
+    #: The reason a dead-letter record shows if the duplicate uses up its receives waiting.
+    failure_reason = "IDEMPOTENCY_ALREADY_IN_PROGRESS"
+
+
+class IdempotencyKeyError(InvalidParameterValue):
+    """No idempotency key can be made: the key function returned None, or the value to hash
+    is not JSON."""
+
+    code = "IdempotencyKeyError"
+
+
+class IdempotencyResultNotStorable(InvalidParameterValue):
+    """An idempotent function's result cannot be kept for its duplicates: it is not JSON that
+    reads back equal (tuples, sets, bytes, non-str keys, NaN), or it is over 400 KB."""
+
+    code = "IdempotencyResultNotStorable"
