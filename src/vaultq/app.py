@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from vaultq import errors
+from vaultq.blobs.notifications import BucketNotification, QueueNotifier, check_configurations
+from vaultq.blobs.protocol import validate_bucket_name
 from vaultq.queues.protocol import (
     MAX_RETENTION_SECONDS,
     QueueAttributes,
@@ -28,6 +30,9 @@ from vaultq.queues.protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from vaultq.blobs.protocol import BlobStore
     from vaultq.queues.protocol import QueueBackend
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -127,6 +132,7 @@ class App:
         self.name = name
         self.queues: dict[str, QueueSpec] = {}
         self.handlers: dict[str, HandlerSpec] = {}
+        self.buckets: dict[str, tuple[BucketNotification, ...]] = {}
 
     def queue(
         self,
@@ -149,6 +155,24 @@ class App:
             name=name, attributes=queue_attributes, dead_letter=dead_letter
         )
         return name
+
+    def bucket(self, name: str, *, notifications: Sequence[BucketNotification] = ()) -> str:
+        """Declare a bucket whose writes send S3 events to declared queues."""
+        validate_bucket_name(name)
+        if name in self.buckets:
+            raise errors.InvalidParameterValue(f"bucket {name!r} is declared twice")
+        for notification in notifications:
+            if notification.queue not in self.queues:
+                raise errors.InvalidParameterValue(
+                    f"bucket {name!r} notifies undeclared queue {notification.queue!r}"
+                )
+        check_configurations(name, notifications)
+        self.buckets[name] = tuple(notifications)
+        return name
+
+    def notifier(self, queues: QueueBackend) -> QueueNotifier:
+        """The notifier a blob store needs to deliver this app's upload events."""
+        return QueueNotifier(queues, self.buckets)
 
     def handler(
         self,
@@ -196,8 +220,11 @@ class App:
                 f"handler {spec.name!r} reads undeclared queue {spec.mapping.queue!r}"
             )
 
-    def provision(self, queues: QueueBackend) -> None:
-        """Create every declared queue (dead-letter queues first); idempotent."""
+    def provision(self, queues: QueueBackend, blobs: BlobStore | None = None) -> None:
+        """Create every declared queue (dead-letter queues first) and bucket; idempotent."""
+        if blobs is not None:
+            for bucket in self.buckets:
+                blobs.create_bucket(bucket)
         for spec in self.queues.values():
             dlq = spec.dead_letter_queue
             attributes = spec.attributes

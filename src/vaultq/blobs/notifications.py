@@ -146,7 +146,7 @@ class QueueNotifier:
         self._notifications = {bucket: tuple(each) for bucket, each in notifications.items()}
         for bucket, configurations in self._notifications.items():
             validate_bucket_name(bucket)
-            _check_configurations(bucket, configurations)
+            check_configurations(bucket, configurations)
 
     def messages_for(self, event: ObjectEvent) -> list[EventMessage]:
         return [
@@ -256,7 +256,8 @@ def _event_types_meet(a: str, b: str) -> bool:
     return family_a == family_b and (action_a == action_b or "*" in (action_a, action_b))
 
 
-def _check_configurations(bucket: str, configurations: Sequence[BucketNotification]) -> None:
+def check_configurations(bucket: str, configurations: Sequence[BucketNotification]) -> None:
+    """Refuse what S3 refuses in one bucket's configuration: repeated ids, overlapping filters."""
     ids = [configuration.configuration_id for configuration in configurations]
     if len(set(ids)) != len(ids):
         raise errors.InvalidParameterValue(f"bucket {bucket!r}: configuration ids must differ")
