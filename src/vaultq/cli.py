@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -35,7 +36,7 @@ from vaultq.queues.protocol import (
     SendEntry,
 )
 from vaultq.runtime.worker import Worker
-from vaultq.wiring import open_queues
+from vaultq.wiring import open_jobs, open_queues
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -464,7 +465,13 @@ def worker(
         raise errors.InvalidParameterValue(f"no handler named {', '.join(sorted(unknown))}")
     with _queues(url) as queues:
         target.provision(queues)
-        running = Worker(target, app_path=app_path, queues=queues, handlers=handler)
+        running = Worker(
+            target,
+            app_path=app_path,
+            queues=queues,
+            handlers=handler,
+            job_store_factory=functools.partial(open_jobs, url),
+        )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: running.stop())
         _err.out(f"vaultq worker: {len(handler or target.handlers)} handler(s) of {app_path}")

@@ -13,9 +13,12 @@ from vaultq import errors
 from vaultq.settings import Settings
 
 if TYPE_CHECKING:
+    from vaultq.jobs.protocol import JobStore
     from vaultq.queues.protocol import QueueBackend
 
 _QUEUE_ADAPTERS = {"sqlite": "vaultq.queues.sqlite:SqliteQueues"}
+_JOB_ADAPTERS = {"sqlite": "vaultq.jobs.sqlite:SqliteJobs"}
+_IDEMPOTENCY_ADAPTERS = {"sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency"}
 _SQLITE_OPTIONS = frozenset({"durability"})
 
 
@@ -30,9 +33,34 @@ def load_settings() -> Settings:
 
 def open_queues(url: str | None = None) -> QueueBackend:
     """Open the queue backend that ``url`` (default: the settings' URL) names."""
+    factory, path, options = _resolve(_QUEUE_ADAPTERS, url)
+    backend: QueueBackend = factory(path, **options)
+    return backend
+
+
+def open_jobs(url: str | None = None) -> JobStore:
+    """Open the job table that ``url`` (default: the settings' URL) names; on the embedded
+    backend it lives in the queues' database. Queue-only options are ignored."""
+    factory, path, _options = _resolve(_JOB_ADAPTERS, url)
+    store: JobStore = factory(path)
+    return store
+
+
+def open_idempotency_store(url: str | None = None) -> Any:
+    """Open the ``IdempotencyStore`` that ``url`` (default: the settings' URL) names.
+
+    Typed ``Any``: ``vaultq.idempotency`` sits above this module, so naming its Protocol here
+    would break the layers. Queue-only options (``durability``) are accepted and ignored:
+    one URL names the database for both, and idempotency writes are always durable."""
+    factory, path, _options = _resolve(_IDEMPOTENCY_ADAPTERS, url)
+    return factory(path)
+
+
+def _resolve(adapters: dict[str, str], url: str | None) -> tuple[Any, str, dict[str, Any]]:
+    """The adapter factory, database path and options that ``url`` names."""
     url = url or load_settings().url
     parts = urlsplit(url)
-    factory = _load(_QUEUE_ADAPTERS, parts.scheme)
+    factory = _load(adapters, parts.scheme)
     options: dict[str, Any] = dict(parse_qsl(parts.query))
     unknown = set(options) - _SQLITE_OPTIONS
     if unknown:
@@ -43,8 +71,7 @@ def open_queues(url: str | None = None) -> QueueBackend:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
         raise errors.InvalidSettings("a sqlite URL needs a database path")
-    backend: QueueBackend = factory(path, **options)
-    return backend
+    return factory, path, options
 
 
 def _load(adapters: dict[str, str], scheme: str) -> Any:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.runtime.apps.behaviours import app
+from tests.runtime.apps.behaviours import EFFECTS_SCHEMA, app
 from vaultq.queues import OutgoingMessage
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.runtime.worker import Worker
@@ -21,8 +21,14 @@ APP_PATH = "tests.runtime.apps.behaviours:app"
 
 
 class Effects:
+    """Side effects the test apps' handlers wrote down, read back across processes."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Created up front, so concurrent handler processes never race to create it.
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(EFFECTS_SCHEMA)
 
     def rows(self, handler: str) -> list[tuple[str, str, int]]:
         if not self.path.exists():

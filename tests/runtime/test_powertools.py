@@ -115,6 +115,7 @@ def test_powertools_batch_processor_under_the_worker(
         queues.send("work", OutgoingMessage(body=json.dumps({"id": item, "do": do})))
 
     [dead] = wait_for(lambda: queues.receive("work-dlq", visibility_timeout_seconds=0))
+    wait_for(lambda: queues.stats("work").visible + queues.stats("work").in_flight == 0)
 
     assert json.loads(dead.body)["id"] == "second"
     assert sorted(effects.items("powertools")) == ["first", "third"]
@@ -129,8 +130,15 @@ def test_powertools_fifo_processor_keeps_group_order_under_the_worker(
             "ordered.fifo", OutgoingMessage(body=json.dumps({"id": item, "do": do}), group_id="a")
         )
 
-    [dead] = wait_for(lambda: queues.receive("ordered-dlq.fifo", visibility_timeout_seconds=0))
+    wait_for(
+        lambda: queues.stats("ordered.fifo").visible + queues.stats("ordered.fifo").in_flight == 0
+    )
 
-    assert json.loads(dead.body)["id"] == "a2"
-    wait_for(lambda: "a3" in effects.items("powertools"))
-    assert effects.items("powertools") == ["a1", "a3"], "a3 ran only after a2 left the queue"
+    dead = [
+        json.loads(m.body)["id"]
+        for m in queues.receive("ordered-dlq.fifo", max_messages=10, visibility_timeout_seconds=0)
+    ]
+    assert dead[0] == "a2"
+    # As on AWS, a3 shares a2's receives (it comes back in a2's batches) and may follow it
+    # to the dead-letter queue; what never happens is a3 running while a2 is still queued.
+    assert effects.items("powertools") == (["a1"] if "a3" in dead else ["a1", "a3"])

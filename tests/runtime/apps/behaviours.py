@@ -38,12 +38,15 @@ class EmbeddingApiError(HandlerFailure):
     failure_reason = "EMBEDDING_API_ERROR"
 
 
+EFFECTS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS effects (handler TEXT, message_id TEXT, item TEXT,"
+    " receive_count INTEGER, worker_pid INTEGER, at REAL)"
+)
+
+
 def record(handler: str, records: list[dict[str, Any]]) -> None:
     with sqlite3.connect(os.environ["VAULTQ_TEST_EFFECTS"], timeout=30) as db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS effects (handler TEXT, message_id TEXT, item TEXT,"
-            " receive_count INTEGER, worker_pid INTEGER, at REAL)"
-        )
+        db.execute(EFFECTS_SCHEMA)
         db.executemany(
             "INSERT INTO effects VALUES (?, ?, ?, ?, ?, ?)",
             [
