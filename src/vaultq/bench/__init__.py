@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path  # noqa: TC003 (Typer reads the annotations at run time)
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from vaultq.bench import noop
 from vaultq.bench._render import REPORT_WIDTH_CHARS, render_report
 from vaultq.bench.queue import (
     CONCURRENT_SENDER_THREADS,
@@ -20,6 +23,7 @@ from vaultq.bench.queue import (
     BenchSettings,
     run_queue_bench,
 )
+from vaultq.bench.runtime import DEFAULT_BACKLOGS, TARGET_MSGS_PER_SECOND, run_runtime_bench
 
 __all__ = ["bench_app"]
 
@@ -37,8 +41,8 @@ def queue_command(
         int | None,
         typer.Option(
             min=CONCURRENT_SENDER_THREADS,
-            help=f"Messages per scenario [default: {DEFAULT_MESSAGES:,}; "
-            f"{QUICK_MESSAGES} with --quick].",
+            help=f"Messages per scenario (default {DEFAULT_MESSAGES:,}; {QUICK_MESSAGES} with "
+            "--quick). Sequential sends with full durability send a tenth of them.",
             show_default=False,
         ),
     ] = None,
@@ -55,7 +59,7 @@ def queue_command(
         typer.Option(
             "--dir",
             file_okay=False,
-            help="Where the scenario databases go (a fresh folder per run) [default: a temp dir].",
+            help="Where the scenario databases go, a fresh folder per run (default: a temp dir).",
         ),
     ] = None,
     batch_threads: Annotated[
@@ -74,7 +78,7 @@ def queue_command(
         fsync_probe_seconds=QUICK_FSYNC_PROBE_SECONDS if quick else FSYNC_PROBE_SECONDS,
         directory=directory,
     )
-    progress = Console(stderr=True)
+    progress = Console(stderr=True, log_path=False)
     report = run_queue_bench(settings, on_start=progress.log)
     if as_json:
         Console().out(json.dumps(report.to_json(), indent=2), highlight=False)
@@ -83,3 +87,46 @@ def queue_command(
         if not console.is_terminal:
             console = Console(width=REPORT_WIDTH_CHARS)
         render_report(report, console)
+
+
+@bench_app.command("runtime")
+def runtime_command(
+    backlog: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=10, help="Backlog sizes to drain (repeatable) [default: 10,000 and 100,000]."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Worker processes draining a backlog through no-op handlers: msgs/s and peak RSS."""
+    progress = Console(stderr=True, log_path=False)
+    results = run_runtime_bench(
+        backlogs=backlog or list(DEFAULT_BACKLOGS),
+        workers=workers,
+        handlers=list(noop.app.handlers),
+        on_result=lambda r: progress.log(f"{r.handler}: {r.backlog:,} in {r.seconds:.2f} s"),
+    )
+    if as_json:
+        Console().out(json.dumps([asdict(r) for r in results], indent=2), highlight=False)
+        return
+    table = Table(title=f"runtime: {workers} worker processes, no-op handler")
+    for column in ("mapping", "backlog", "seconds", "msgs/s", "target", "met", "peak RSS MiB"):
+        table.add_column(column, justify="left" if column == "mapping" else "right")
+    for r in results:
+        mapping = noop.app.handlers[r.handler].mapping
+        setup = (
+            f"batch {mapping.batch_size}, window {mapping.batching_window_seconds * 1000:.0f} ms"
+        )
+        met = r.msgs_per_second >= TARGET_MSGS_PER_SECOND
+        table.add_row(
+            setup,
+            f"{r.backlog:,}",
+            f"{r.seconds:.2f}",
+            f"{r.msgs_per_second:,.0f}",
+            f">= {TARGET_MSGS_PER_SECOND:,}",
+            "yes" if met else "NO",
+            f"{r.peak_rss_mib:,.0f}",
+        )
+    Console().print(table)

@@ -43,15 +43,17 @@ def render_report(report: BenchReport, console: Console) -> None:
 
 
 def _results_table(report: BenchReport) -> Table:
-    before, after = report.fsync_probes_per_second
+    probes = ", ".join(f"{probe:,.0f}" for probe in report.fsync_probes_per_second)
     env = report.environment
     table = Table(
         title="vaultq bench queue",
         caption=(
             f"Each scenario on a fresh database; {BODY_BYTES}-byte bodies. "
-            f"Disk: {report.fsync_per_second:,.0f} fsync/s (4 KiB append + fsync in "
-            f"{report.directory}: {before:,.0f} before the scenarios, {after:,.0f} after). "
-            f"{env.get('cpus')} CPUs, Python {env.get('python')}, SQLite {env.get('sqlite')}."
+            f"Disk: {report.fsync_per_second:,.0f} fsync/s, the median of probes {probes} "
+            f"(4 KiB append + fsync in {report.directory}). {env.get('cpus')} CPUs, 1-minute "
+            f"load average {_number(env.get('load_average_1min_before'))} before, "
+            f"{_number(env.get('load_average_1min_after'))} after; Python {env.get('python')}, "
+            f"SQLite {env.get('sqlite')}."
         ),
     )
     for name in ("scenario", "setup", "durability"):
@@ -73,6 +75,10 @@ def _results_table(report: BenchReport) -> Table:
             f"{result.msgs_per_fsync:.2f}",
         )
     return table
+
+
+def _number(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def _target(result: ScenarioResult) -> str:

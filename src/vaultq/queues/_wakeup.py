@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _FALLBACK_SLICE_SECONDS = 0.05
+# File times come from a coarse clock (one tick, a few ms): a listing is trusted to hold
+# every marker of its directory's mtime only when taken this long after that mtime.
+_LISTING_SETTLE_NS = 100_000_000
 _ABSTRACT = sys.platform.startswith("linux")
 
 
@@ -35,6 +38,9 @@ class Wakeup:
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if _ABSTRACT else None
         if self._sender is not None:
             self._sender.setblocking(False)
+        self._names: list[str] = []
+        self._listed_mtime_ns = -1
+        self._listed_at_ns = 0
 
     @contextlib.contextmanager
     def listener(self) -> Iterator[_Listener]:
@@ -58,7 +64,7 @@ class Wakeup:
         if self._sender is None:
             return
         try:
-            names = os.listdir(self._directory)  # noqa: PTH208 - a hot path; names suffice
+            names = self._waiter_names()
         except FileNotFoundError:
             return
         for name in names:
@@ -68,6 +74,17 @@ class Wakeup:
                 (self._directory / name).unlink(missing_ok=True)
             except (BlockingIOError, OSError):
                 pass  # a full buffer means that waiter is already awake
+
+    def _waiter_names(self) -> list[str]:
+        """The markers, listed again only when the directory may have changed: a stat costs
+        a fifth of a listing, and most commits find no new waiter."""
+        mtime_ns = self._directory.stat().st_mtime_ns
+        settled = self._listed_at_ns - mtime_ns >= _LISTING_SETTLE_NS
+        if mtime_ns != self._listed_mtime_ns or not settled:
+            listed_at_ns = time.time_ns()
+            self._names = os.listdir(self._directory)  # noqa: PTH208 - a hot path; names suffice
+            self._listed_mtime_ns, self._listed_at_ns = mtime_ns, listed_at_ns
+        return self._names
 
     def close(self) -> None:
         if self._sender is not None:

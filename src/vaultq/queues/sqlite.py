@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import sqlite3
@@ -84,6 +85,9 @@ class _PendingSend:
     results: list[SendResult] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
+    #: Insert rows built by the sender before it queues up (standard queues only), so the
+    #: commit leader only runs SQL while it holds the write lock.
+    rows: list[dict[str, Any]] | None = None
 
 
 class SqliteQueues:
@@ -117,7 +121,8 @@ class SqliteQueues:
             self._send_conn.executescript(_SQL["schema"])
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._pending_lock = threading.Lock()
+        self._pending_cond = threading.Condition(threading.Lock())
+        self._committing = False
         self._pending: list[_PendingSend] = []
         #: Transactions that committed sends; fewer than sends when group commit gathers them.
         self.send_commits = 0
@@ -218,17 +223,32 @@ class SqliteQueues:
         return BatchResult(successful=successful, failed=failed)
 
     def _group_commit(self, pending: _PendingSend) -> list[SendResult]:
-        """Commit ``pending`` with every other send waiting at the same time: whoever gets
-        the write lock first commits all of them, so N concurrent sends cost one fsync."""
+        """Commit ``pending`` with every other send waiting at the same time: one sender
+        leads a commit while the others queue up behind it, so N concurrent sends cost one
+        fsync. Followers wait on a condition, not on the write lock, so a finished group
+        returns at once instead of filing through the lock one by one."""
         if not pending.messages:
             return []
-        with self._pending_lock:
+        if not pending.queue.attributes.fifo:
+            pending.rows = _standard_rows(pending.queue, pending.messages, self._now_ms())
+        with self._pending_cond:
             self._pending.append(pending)
-        with self._write_lock:
-            if not pending.done:
-                with self._pending_lock:
-                    group, self._pending = self._pending, []
-                self._commit_sends(group)
+            while self._committing and not pending.done:
+                self._pending_cond.wait()
+            if pending.done:
+                group = None
+            else:
+                self._committing = True
+                group, self._pending = self._pending, []
+        if group is not None:
+            try:
+                with self._write_lock:
+                    self._commit_sends(group)
+            finally:
+                with self._pending_cond:
+                    self._committing = False
+                    self._pending_cond.notify_all()
+            self._wakeup.notify()
         if pending.error is not None:
             raise pending.error
         return pending.results
@@ -237,12 +257,26 @@ class SqliteQueues:
         now = self._now_ms()
         try:
             with self._transaction(self._send_conn) as conn:
+                # One look-up per queue, not per sender: a group is mostly one queue.
+                current_by_name: dict[str, _Queue | None] = {}
                 for item in group:
-                    current = self._queue_row(conn, item.queue.info.name)
+                    name = item.queue.info.name
+                    if name not in current_by_name:
+                        current_by_name[name] = self._queue_row(conn, name)
+                    current = current_by_name[name]
                     if current is None or current.id != item.queue.id:
                         item.error = errors.QueueDoesNotExist(f"no queue {item.queue.info.name!r}")
                         continue
-                    item.results = [self._insert(conn, current, m, now) for m in item.messages]
+                    # Rows were built from cached attributes; if the queue changed since
+                    # (a new DelaySeconds), build them again from the current ones.
+                    if item.rows is None or current.attributes != item.queue.attributes:
+                        item.results = [self._insert(conn, current, m, now) for m in item.messages]
+                    else:
+                        conn.executemany(_SQL["insert_standard_message"], item.rows)
+                        item.results = [
+                            SendResult(message_id=row["message_id"], md5_of_body=row["md5"])
+                            for row in item.rows
+                        ]
             self.send_commits += 1
         except Exception as exc:  # every waiting sender must learn that its commit failed
             failure = (
@@ -255,7 +289,6 @@ class SqliteQueues:
         finally:
             for item in group:
                 item.done = True
-        self._wakeup.notify()
 
     def _insert(
         self, conn: sqlite3.Connection, queue: _Queue, message: OutgoingMessage, now: int
@@ -855,11 +888,35 @@ def _row_to_queue(row: Sequence[Any]) -> _Queue:
     )
 
 
+def _standard_rows(
+    queue: _Queue, messages: Sequence[OutgoingMessage], now: int
+) -> list[dict[str, Any]]:
+    """Insert rows for a standard queue: ids, digests and times need no database."""
+    delay_seconds = queue.attributes.delay_seconds
+    return [
+        {
+            "queue": queue.id,
+            "message_id": str(uuid.uuid4()),
+            "body": m.body,
+            "md5": _md5(m.body),
+            "attributes": _dump_message_attributes(m.attributes),
+            "group_id": m.group_id,
+            "dedup_id": None,
+            "now": now,
+            "visible_at": now
+            + (delay_seconds if m.delay_seconds is None else m.delay_seconds) * 1000,
+        }
+        for m in messages
+    ]
+
+
 def _dump_attributes(attributes: QueueAttributes) -> str:
     return json.dumps(asdict(attributes), sort_keys=True)
 
 
+@functools.lru_cache(maxsize=1024)
 def _load_attributes(text: str) -> QueueAttributes:
+    """Parsed once per distinct text: the result is frozen, so callers may share it."""
     data = json.loads(text)
     redrive = data.pop("redrive_policy")
     allow = data.pop("redrive_allow_policy")

@@ -83,6 +83,12 @@ VALUES (:queue, :message_id, :body, :md5, :attributes, :group_id, :dedup_id,
         :now, :now, :visible_at)
 RETURNING seq;
 
+-- insert_standard_message --
+INSERT INTO messages (queue_id, message_id, body, md5, attributes, group_id, dedup_id,
+                      sent_at_ms, enqueued_at_ms, visible_at_ms)
+VALUES (:queue, :message_id, :body, :md5, :attributes, :group_id, :dedup_id,
+        :now, :now, :visible_at);
+
 -- find_duplicate --
 SELECT message_id, md5, seq FROM deduplication
 WHERE queue_id = :queue AND scope = :scope AND dedup_id = :dedup_id AND expires_at_ms > :now;
