@@ -633,9 +633,10 @@ class SqliteQueues:
     def _check_lease(
         self, conn: sqlite3.Connection, queue: _Queue, seq: int, lease: str
     ) -> tuple[int, str, int, int] | None:
-        """The message's lease row, or None if it is gone; stale handles raise."""
+        """The message's lease row, or None if it is gone (deleted, moved or past its
+        retention, swept or not); stale handles raise."""
         row = conn.execute(_SQL["message_lease"], {"seq": seq}).fetchone()
-        if row is None:
+        if row is None or row[4] <= self._expired_before(queue, self._now_ms()):
             return None
         if row[0] != queue.id or row[1] != lease:
             raise errors.StaleReceiptHandle(

@@ -40,6 +40,8 @@ CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages (queue_id, visible
 CREATE INDEX IF NOT EXISTS messages_by_age ON messages (queue_id, enqueued_at_ms);
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue_id, group_id, seq)
     WHERE group_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_by_group_visibility
+    ON messages (queue_id, group_id, visible_at_ms) WHERE group_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS deduplication (
     queue_id INTEGER NOT NULL,
     scope TEXT NOT NULL,
@@ -127,6 +129,11 @@ JOIN messages AS h ON h.seq = (
       AND (:visible_only = 0 OR visible_at_ms <= :now)
     ORDER BY seq LIMIT 1)
 WHERE h.visible_at_ms <= :now
+  -- FIFO: a group with any message in flight is blocked, wherever that message stands.
+  AND (:visible_only = 1 OR NOT EXISTS (
+    SELECT 1 FROM messages INDEXED BY messages_by_group_visibility
+    WHERE queue_id = :queue AND group_id = groups.group_id
+      AND visible_at_ms > :now AND receive_count > 0 AND enqueued_at_ms > :expired_before))
 ORDER BY h.seq
 LIMIT :limit;
 
@@ -171,7 +178,7 @@ FROM messages WHERE seq = :seq;
 DELETE FROM messages WHERE seq = :seq;
 
 -- message_lease --
-SELECT queue_id, lease, visible_at_ms, leased_at_ms FROM messages WHERE seq = :seq;
+SELECT queue_id, lease, visible_at_ms, leased_at_ms, enqueued_at_ms FROM messages WHERE seq = :seq;
 
 -- set_visibility --
 UPDATE messages
@@ -199,7 +206,9 @@ FROM messages
 WHERE queue_id = :queue AND enqueued_at_ms > :expired_before;
 
 -- oldest --
-SELECT min(enqueued_at_ms) FROM messages
+-- In a dead-letter queue the age counts from the move, as SQS reports it; retention still
+-- counts from the original enqueue time.
+SELECT min(coalesce(dl_moved_at_ms, enqueued_at_ms)) FROM messages
 WHERE queue_id = :queue AND enqueued_at_ms > :expired_before;
 
 -- next_visible --
