@@ -17,6 +17,7 @@ import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -459,6 +460,9 @@ def worker(
     received but not started become visible again.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Like uvicorn and celery: apps are found relative to where the command runs.
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     target = load_app(app_path)
     unknown = set(handler or ()) - set(target.handlers)
     if unknown:
