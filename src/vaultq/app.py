@@ -110,6 +110,21 @@ class HandlerSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobSubmissions:
+    """Where ``POST /jobs`` sends the jobs it accepts, and what it promises about them."""
+
+    queue: str
+    estimated_time_seconds: int = 60
+    ttl_seconds: int = 30 * 24 * 60 * 60
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.estimated_time_seconds <= 86_400:
+            raise errors.InvalidParameterValue("estimated_time_seconds must be 0..86400")
+        if not 60 <= self.ttl_seconds <= 366 * 86_400:
+            raise errors.InvalidParameterValue("ttl_seconds must be 60 s..366 days")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QueueSpec:
     name: str
     attributes: QueueAttributes
@@ -133,6 +148,7 @@ class App:
         self.queues: dict[str, QueueSpec] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.buckets: dict[str, tuple[BucketNotification, ...]] = {}
+        self.job_submissions: JobSubmissions | None = None
 
     def queue(
         self,
@@ -169,6 +185,16 @@ class App:
         check_configurations(name, notifications)
         self.buckets[name] = tuple(notifications)
         return name
+
+    def accept_jobs(
+        self, *, queue: str, estimated_time_seconds: int = 60, ttl_seconds: int = 30 * 86_400
+    ) -> None:
+        """Let ``POST /jobs`` create jobs whose messages go to ``queue``."""
+        if queue not in self.queues:
+            raise errors.InvalidParameterValue(f"jobs go to undeclared queue {queue!r}")
+        self.job_submissions = JobSubmissions(
+            queue=queue, estimated_time_seconds=estimated_time_seconds, ttl_seconds=ttl_seconds
+        )
 
     def notifier(self, queues: QueueBackend) -> QueueNotifier:
         """The notifier a blob store needs to deliver this app's upload events."""

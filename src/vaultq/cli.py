@@ -37,7 +37,7 @@ from vaultq.queues.protocol import (
     SendEntry,
 )
 from vaultq.runtime.worker import Worker
-from vaultq.wiring import open_jobs, open_queues
+from vaultq.wiring import load_settings, open_jobs, open_queues
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -480,6 +480,61 @@ def worker(
             signal.signal(signum, lambda *_: running.stop())
         _err.out(f"vaultq worker: {len(handler or target.handlers)} handler(s) of {app_path}")
         running.run()
+
+
+# -- up and token -----------------------------------------------------------------------------
+
+
+@app.command("up")
+def up(
+    app_path: Annotated[
+        str, typer.Argument(help="The app, as module:attribute.")
+    ] = "vaultq.demo:app",
+    *,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=0, max=64, help="Worker processes.")] = 2,
+) -> None:
+    """Serve an app's HTTP API and run its workers, until Ctrl-C or SIGTERM."""
+    from vaultq.api.server import serve  # noqa: PLC0415 - the server's imports are heavy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    serve(
+        app_path, host=host, port=port, workers=workers, settings=load_settings(), announce=_err.out
+    )
+
+
+@app.command("token")
+def token(
+    *,
+    tenant: Annotated[str, typer.Option(help="The tenant the token acts for.")],
+    role: Annotated[list[str], typer.Option(help="producer, consumer or admin (repeatable).")],
+    subject: Annotated[str, typer.Option(help="Who the token is for.")] = "vaultq-dev",
+    expires_in: Annotated[int, typer.Option(min=60, help="Lifetime in seconds.")] = 3600,
+    url: UrlOption = None,
+) -> None:
+    """Mint a development token (HS256) that this machine's `vaultq up` accepts; prints it
+    alone on stdout."""
+    from vaultq.api.auth import mint_token  # noqa: PLC0415
+    from vaultq.api.server import auth_settings  # noqa: PLC0415
+
+    settings, _ = auth_settings(url)
+    if settings.hs256_secret is None:
+        raise errors.InvalidSettings("minting needs VAULTQ_AUTH_HS256_SECRET (or no auth keys)")
+    _out.out(
+        mint_token(
+            secret=settings.hs256_secret,
+            tenant=tenant,
+            roles=role,
+            subject=subject,
+            expires_in_seconds=expires_in,
+            issuer=settings.issuer,
+            audience=settings.audience,
+        ),
+        highlight=False,
+    )
 
 
 # -- helpers ----------------------------------------------------------------------------------

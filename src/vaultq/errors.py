@@ -226,3 +226,16 @@ class IdempotencyResultNotStorable(InvalidParameterValue):
     reads back equal (tuples, sets, bytes, non-str keys, NaN), or it is over 400 KB."""
 
     code = "IdempotencyResultNotStorable"
+
+
+class Unauthenticated(VaultqError):
+    """No credentials, or credentials vaultq cannot accept (HTTP 401). The message never says
+    which check failed, and never holds the token."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(VaultqError):
+    """The caller is authenticated but its roles do not grant the operation (HTTP 403)."""
+
+    code = "FORBIDDEN"

@@ -1,4 +1,7 @@
-"""One settings object, read from the environment (``VAULTQ_*``) or a ``.env`` file."""
+"""One settings object, read from the environment (``VAULTQ_*``) or a ``.env`` file.
+
+Authentication has its own settings (``VAULTQ_AUTH_*``, see ``vaultq.api.auth``).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,28 @@ SCHEMES = ("sqlite",)
 
 
 class Settings(BaseSettings):
-    """Where vaultq keeps its state. Unknown ``VAULTQ_*`` variables are refused."""
+    """Where vaultq keeps its state, and how its API behaves."""
 
     model_config = SettingsConfigDict(
-        env_prefix="VAULTQ_", env_file=".env", extra="forbid", frozen=True
+        env_prefix="VAULTQ_", env_file=".env", extra="ignore", frozen=True
     )
 
     #: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with an optional
     #: ``?durability=process`` to trade power-loss safety for send speed.
     url: str = Field(default=DEFAULT_URL)
+    #: With the queue disabled the API still accepts jobs; they wait, ``queued``, in the
+    #: outbox until the queue is enabled again.
+    queue_enabled: bool = True
+    #: Largest request body the API reads (JSON); uploads have ``max_blob_bytes``.
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_blob_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=5 * 1024**3)
+    #: Requests per second per tenant (a token bucket shared by every API process), and burst.
+    rate_limit_per_second: float = Field(default=50.0, gt=0, le=100_000)
+    rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
+    #: Origins allowed to call the API from a browser; none by default.
+    cors_origins: tuple[str, ...] = ()
+    #: How long a download URL stays valid.
+    download_url_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 
     @field_validator("url")
     @classmethod

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,11 +16,17 @@ from vaultq import errors
 from vaultq.settings import Settings
 
 if TYPE_CHECKING:
+    from vaultq.blobs.notifications import Notifier
+    from vaultq.blobs.protocol import BlobStore
     from vaultq.jobs.protocol import JobStore
+    from vaultq.outbox.protocol import Outbox
     from vaultq.queues.protocol import QueueBackend
 
 _QUEUE_ADAPTERS = {"sqlite": "vaultq.queues.sqlite:SqliteQueues"}
 _JOB_ADAPTERS = {"sqlite": "vaultq.jobs.sqlite:SqliteJobs"}
+_OUTBOX_ADAPTERS = {"sqlite": "vaultq.outbox.sqlite:SqliteOutbox"}
+#: The embedded database keeps its blobs in files beside it.
+_BLOB_ADAPTERS = {"sqlite": "vaultq.blobs.local:LocalBlobs"}
 _IDEMPOTENCY_ADAPTERS = {"sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency"}
 _SQLITE_OPTIONS = frozenset({"durability"})
 
@@ -44,6 +53,45 @@ def open_jobs(url: str | None = None) -> JobStore:
     factory, path, _options = _resolve(_JOB_ADAPTERS, url)
     store: JobStore = factory(path)
     return store
+
+
+def open_outbox(url: str | None = None) -> Outbox:
+    factory, path, _options = _resolve(_OUTBOX_ADAPTERS, url)
+    outbox: Outbox = factory(path)
+    return outbox
+
+
+def data_dir(url: str | None = None) -> Path:
+    """The folder of the embedded database: blobs and local secrets live beside it."""
+    _factory, path, _options = _resolve(_QUEUE_ADAPTERS, url)
+    return Path(path).parent
+
+
+def open_blobs(url: str | None = None, *, notifier: Notifier | None = None) -> BlobStore:
+    """The embedded blob store beside the database, signing URLs with a secret kept there."""
+    root = data_dir(url)
+    factory = _load(_BLOB_ADAPTERS, "sqlite")
+    store: BlobStore = factory(
+        root / "blobs",
+        signing_secret=local_secret(root, "blob-signing"),
+        notifier=notifier,
+        url_prefix="/signed",
+    )
+    return store
+
+
+def local_secret(root: Path, name: str) -> bytes:
+    """A random 32-byte secret kept in ``root/secrets/name`` (mode 0600), made on first use."""
+    folder = root / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / name
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 def open_idempotency_store(url: str | None = None) -> Any:

@@ -1,0 +1,1 @@
+"""vaultq's HTTP API (FastAPI): routers, authentication and authorisation, problem details."""

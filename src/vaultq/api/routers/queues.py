@@ -1,0 +1,238 @@
+"""Messages into the app's queues, queue statistics, and dead letters.
+
+Every message sent through the API carries its sender's tenant in the ``vaultq-tenant``
+attribute, set by vaultq (a caller cannot choose it); dead letters are listed and redriven
+only for the caller's tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from vaultq import errors
+from vaultq.api.auth import Permission, Principal, require
+from vaultq.api.routers.jobs import TENANT_ATTRIBUTE
+from vaultq.api.services import ApiServices, services
+from vaultq.queues.protocol import (
+    MAX_BATCH_ENTRIES,
+    MessageAttribute,
+    OutgoingMessage,
+    ReceivedMessage,
+    SendEntry,
+)
+
+router = APIRouter(tags=["queues"])
+Services = Annotated[ApiServices, Depends(services)]
+_DLQ_PAGE = 10
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, max_length=1024 * 1024)
+    attributes: dict[str, Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=dict, max_length=9
+    )
+    delay_seconds: int | None = Field(default=None, ge=0, le=900)
+    group_id: str | None = Field(default=None, max_length=128)
+    deduplication_id: str | None = Field(default=None, max_length=128)
+
+
+class BatchEntryIn(MessageIn):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[BatchEntryIn] = Field(min_length=1, max_length=MAX_BATCH_ENTRIES)
+
+
+class Sent(BaseModel):
+    message_id: str
+    sequence_number: str | None = None
+
+
+class BatchFailure(BaseModel):
+    id: str
+    code: str
+    message: str
+
+
+class BatchSent(BaseModel):
+    successful: dict[str, Sent]
+    failed: list[BatchFailure]
+
+
+class QueueStatsView(BaseModel):
+    queue: str
+    visible: int
+    in_flight: int
+    delayed: int
+    oldest_message_age_seconds: int
+
+
+class DeadLetterView(BaseModel):
+    message_id: str
+    body: str
+    source_queue: str
+    failure_reason: str
+    receive_count: int
+    last_error: str | None
+    moved_to_dlq_at_ms: int
+
+
+class RedriveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_ids: list[str] | None = Field(default=None, max_length=1000)
+
+
+class Redriven(BaseModel):
+    moved: int
+
+
+@router.post("/queues/{queue}/messages", response_model=Sent, status_code=201)
+def send_message(
+    queue: str,
+    message: MessageIn,
+    principal: Annotated[Principal, Depends(require(Permission.SEND))],
+    api: Services,
+) -> Sent:
+    """Send one message to one of the app's queues."""
+    result = api.queues.send(_declared(api, queue), _outgoing(message, principal))
+    return Sent(message_id=result.message_id, sequence_number=result.sequence_number)
+
+
+@router.post("/queues/{queue}/messages/batch", response_model=BatchSent, status_code=201)
+def send_batch(
+    queue: str,
+    batch: BatchIn,
+    principal: Annotated[Principal, Depends(require(Permission.SEND))],
+    api: Services,
+) -> BatchSent:
+    """Send up to 10 messages; each entry succeeds or fails on its own."""
+    entries = [SendEntry(id=e.id, message=_outgoing(e, principal)) for e in batch.entries]
+    result = api.queues.send_batch(_declared(api, queue), entries)
+    return BatchSent(
+        successful={
+            entry_id: Sent(message_id=r.message_id, sequence_number=r.sequence_number)
+            for entry_id, r in result.successful.items()
+        },
+        failed=[BatchFailure(id=f.id, code=f.code, message=f.message) for f in result.failed],
+    )
+
+
+@router.get("/queues/{queue}/stats", response_model=QueueStatsView)
+def queue_stats(
+    queue: str,
+    principal: Annotated[Principal, Depends(require(Permission.RECEIVE))],
+    api: Services,
+) -> QueueStatsView:
+    """Depth, in-flight and delayed counts, and the age of the oldest message."""
+    name = _declared(api, queue, dead_letter_queues=True)
+    stats = api.queues.stats(name)
+    return QueueStatsView(
+        queue=name,
+        visible=stats.visible,
+        in_flight=stats.in_flight,
+        delayed=stats.delayed,
+        oldest_message_age_seconds=stats.oldest_message_age_seconds,
+    )
+
+
+@router.get("/queues/{queue}/dead-letters", response_model=list[DeadLetterView])
+def dead_letters(
+    queue: str,
+    principal: Annotated[Principal, Depends(require(Permission.LIST_DLQ))],
+    api: Services,
+    limit: Annotated[int, Field(ge=1, le=100)] = 10,
+) -> list[DeadLetterView]:
+    """The caller's tenant's dead letters of ``queue``, with their failure records. Like
+    the SQS console, looking receives them (with no visibility timeout)."""
+    return [_dead_view(m) for m in _tenant_dead_letters(api, queue, principal, limit)]
+
+
+@router.post("/queues/{queue}/dead-letters/redrive", response_model=Redriven)
+def redrive(
+    queue: str,
+    wanted: RedriveIn,
+    principal: Annotated[Principal, Depends(require(Permission.REDRIVE))],
+    api: Services,
+) -> Redriven:
+    """Move the caller's tenant's dead letters (all, or those named) back to ``queue``."""
+    mine = [m.message_id for m in _tenant_dead_letters(api, queue, principal, 1000)]
+    chosen = mine if wanted.message_ids is None else [i for i in mine if i in wanted.message_ids]
+    dlq = _dead_letter_queue(api, queue)
+    moved = api.queues.redrive(dlq, message_ids=chosen) if chosen else 0
+    return Redriven(moved=moved)
+
+
+def _declared(api: ApiServices, queue: str, *, dead_letter_queues: bool = False) -> str:
+    names = set(api.app.queues)
+    if dead_letter_queues:
+        names |= {
+            spec.dead_letter_queue for spec in api.app.queues.values() if spec.dead_letter_queue
+        }
+    if queue not in names:
+        raise errors.QueueDoesNotExist(f"no queue named {queue!r}")
+    return queue
+
+
+def _dead_letter_queue(api: ApiServices, queue: str) -> str:
+    dlq = api.app.queues[_declared(api, queue)].dead_letter_queue
+    if dlq is None:
+        raise errors.QueueDoesNotExist(f"queue {queue!r} has no dead-letter queue")
+    return dlq
+
+
+def _outgoing(message: MessageIn, principal: Principal) -> OutgoingMessage:
+    attributes = {
+        name: MessageAttribute(data_type="String", value=value)
+        for name, value in message.attributes.items()
+        if name != TENANT_ATTRIBUTE
+    }
+    attributes[TENANT_ATTRIBUTE] = MessageAttribute(data_type="String", value=principal.tenant)
+    return OutgoingMessage(
+        body=message.body,
+        attributes=attributes,
+        delay_seconds=message.delay_seconds,
+        group_id=message.group_id,
+        deduplication_id=message.deduplication_id,
+    )
+
+
+def _tenant_dead_letters(
+    api: ApiServices, queue: str, principal: Principal, limit: int
+) -> list[ReceivedMessage]:
+    dlq = _dead_letter_queue(api, queue)
+    seen: dict[str, ReceivedMessage] = {}
+    for _ in range(max(1, api.queues.stats(dlq).visible // _DLQ_PAGE + 1)):
+        batch = api.queues.receive(dlq, max_messages=_DLQ_PAGE, visibility_timeout_seconds=0)
+        new = [m for m in batch if m.message_id not in seen]
+        if not new:
+            break
+        seen.update((m.message_id, m) for m in new)
+    mine = [m for m in seen.values() if _tenant(m) == principal.tenant]
+    return mine[:limit]
+
+
+def _tenant(message: ReceivedMessage) -> str | None:
+    attribute = message.attributes.get(TENANT_ATTRIBUTE)
+    return None if attribute is None else str(attribute.value)
+
+
+def _dead_view(message: ReceivedMessage) -> DeadLetterView:
+    record = message.dead_letter
+    return DeadLetterView(
+        message_id=message.message_id,
+        body=message.body,
+        source_queue=record.source_queue if record else "",
+        failure_reason=record.reason if record else "",
+        receive_count=record.receive_count if record else 0,
+        last_error=record.last_error if record else None,
+        moved_to_dlq_at_ms=record.moved_at_ms if record else 0,
+    )

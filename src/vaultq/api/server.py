@@ -1,0 +1,126 @@
+"""``vaultq up``: the HTTP API and the workers of an app, on one machine, until Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from vaultq import wiring
+from vaultq.api.app import create_api
+from vaultq.api.auth import AuthSettings, TokenVerifier
+from vaultq.api.services import ApiServices, ApiSettings
+from vaultq.app import load_app
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vaultq.settings import Settings
+
+log = logging.getLogger(__name__)
+_AUTH_KEYS = ("VAULTQ_AUTH_HS256_SECRET", "VAULTQ_AUTH_PUBLIC_KEYS", "VAULTQ_AUTH_JWKS_PATH")
+_WORKER_STOP_SECONDS = 60
+
+
+def development_secret(url: str | None = None) -> bytes:
+    """The HS256 secret of a machine with no auth configured: random, kept beside the data,
+    used by ``vaultq up`` and ``vaultq token`` alike."""
+    return wiring.local_secret(wiring.data_dir(url), "dev-hs256").hex().encode()
+
+
+def auth_settings(url: str | None = None) -> tuple[AuthSettings, bool]:
+    """The configured auth settings, or development ones; the flag says which."""
+    if any(os.environ.get(name) for name in _AUTH_KEYS):
+        return AuthSettings.from_env(), False
+    return AuthSettings(hs256_secret=development_secret(url)), True
+
+
+def build_services(app_path: str, settings: Settings) -> ApiServices:
+    app = load_app(app_path)
+    queues = wiring.open_queues(settings.url)
+    blobs = wiring.open_blobs(settings.url, notifier=app.notifier(queues)) if app.buckets else None
+    app.provision(queues, blobs)
+    auth, _ = auth_settings(settings.url)
+    return ApiServices(
+        app=app,
+        queues=queues,
+        jobs=wiring.open_jobs(settings.url),
+        outbox=wiring.open_outbox(settings.url),
+        blobs=blobs,
+        verifier=TokenVerifier(auth),
+        settings=ApiSettings(
+            queue_enabled=settings.queue_enabled,
+            max_request_bytes=settings.max_request_bytes,
+            max_blob_bytes=settings.max_blob_bytes,
+            download_url_seconds=settings.download_url_seconds,
+            rate_limit_per_second=settings.rate_limit_per_second,
+            rate_limit_burst=settings.rate_limit_burst,
+            cors_origins=settings.cors_origins,
+        ),
+    )
+
+
+def serve(
+    app_path: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    settings: Settings,
+    announce: Callable[[str], None],
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop the workers gracefully (they drain)."""
+    services = build_services(app_path, settings)
+    processes = [_start_worker(app_path, settings.url) for _ in range(workers)]
+    try:
+        _, development = auth_settings(settings.url)
+        announce(_banner(app_path, host, port, workers, development=development))
+        config = uvicorn.Config(
+            create_api(services), host=host, port=port, log_level="info", access_log=False
+        )
+        uvicorn.Server(config).run()
+    finally:
+        _stop_workers(processes)
+        for store in (services.queues, services.jobs, services.outbox, services.blobs):
+            if store is not None:
+                store.close()
+
+
+def _start_worker(app_path: str, url: str) -> subprocess.Popen[bytes]:
+    # This interpreter, this package and the app path the user gave: nothing else.
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "vaultq", "worker", app_path, "--url", url]
+    )
+
+
+def _stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()  # SIGTERM: the worker drains
+    for process in processes:
+        try:
+            process.wait(timeout=_WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _banner(app_path: str, host: str, port: int, workers: int, *, development: bool) -> str:
+    base = f"http://{host}:{port}"
+    lines = [
+        f"vaultq up: {app_path} at {base} with {workers} worker process(es)",
+        f"  API docs: {base}/docs   health: {base}/healthz   metrics: {base}/metrics",
+        "  submit a job:",
+        "    TOKEN=$(vaultq token --tenant demo --role producer)",
+        f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f'-d \'{{"payload": {{"hello": "world"}}}}\' {base}/jobs',
+        f'    curl -s -H "Authorization: Bearer $TOKEN" {base}/jobs/JOB_ID',
+    ]
+    if development:
+        lines.append(
+            "  auth: development secret (set VAULTQ_AUTH_HS256_SECRET or keys for real use)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""What the API's routes work with, gathered once at start-up and shared by every request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from vaultq import errors
+from vaultq.queues.protocol import MessageAttribute, OutgoingMessage
+
+if TYPE_CHECKING:
+    from vaultq.api.auth import TokenVerifier
+    from vaultq.app import App
+    from vaultq.blobs.protocol import BlobStore
+    from vaultq.jobs.protocol import JobStore
+    from vaultq.outbox.protocol import Outbox, PendingSend
+    from vaultq.queues.protocol import QueueBackend
+
+log = logging.getLogger(__name__)
+_PUMP_INTERVAL_SECONDS = 1.0
+_CLAIM_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiSettings:
+    #: With the queue disabled, accepted jobs wait in the outbox, ``queued``.
+    queue_enabled: bool = True
+    max_request_bytes: int = 2 * 1024 * 1024
+    max_blob_bytes: int = 64 * 1024 * 1024
+    download_url_seconds: int = 900
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+    cors_origins: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiServices:
+    app: App
+    queues: QueueBackend
+    jobs: JobStore
+    outbox: Outbox
+    verifier: TokenVerifier
+    blobs: BlobStore | None = None
+    settings: ApiSettings = field(default_factory=ApiSettings)
+    limiter: Any = None
+    metrics: Any = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _pump: threading.Thread | None = None
+
+    def send_or_keep(self, send: PendingSend) -> bool:
+        """Send a stored outbox entry now; keep it for the pump if the queue is not there."""
+        if not self.settings.queue_enabled:
+            return False
+        try:
+            deliver(self.queues, send)
+        except errors.BackendUnavailable as exc:
+            log.warning("queue unavailable, job kept in the outbox: %s", exc.code)
+            return False
+        self.outbox.remove(send.id)
+        return True
+
+    def start_pump(self) -> None:
+        self._pump = threading.Thread(target=self._run_pump, name="vaultq-outbox", daemon=True)
+        self._pump.start()
+
+    def stop_pump(self) -> None:
+        self._stop.set()
+        if self._pump is not None:
+            self._pump.join(timeout=10)
+
+    def _run_pump(self) -> None:
+        while not self._stop.wait(_PUMP_INTERVAL_SECONDS):
+            if not self.settings.queue_enabled:
+                continue
+            try:
+                for send in self.outbox.claim_due(limit=100, claim_seconds=_CLAIM_SECONDS):
+                    self.send_or_keep(send)
+            except errors.VaultqError as exc:
+                log.warning("outbox pump: %s", exc.code)
+
+
+def deliver(queues: QueueBackend, send: PendingSend) -> None:
+    queues.send(
+        send.queue,
+        OutgoingMessage(
+            body=send.body,
+            attributes={
+                name: MessageAttribute(data_type="String", value=value)
+                for name, value in send.attributes.items()
+            },
+            group_id=send.group_id,
+            deduplication_id=send.deduplication_id,
+        ),
+    )
+
+
+def services(request: Request) -> ApiServices:
+    found: ApiServices = request.app.state.services
+    return found
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
