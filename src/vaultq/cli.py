@@ -37,7 +37,7 @@ from vaultq.queues.protocol import (
     SendEntry,
 )
 from vaultq.runtime.worker import Worker
-from vaultq.wiring import load_settings, open_jobs, open_queues
+from vaultq.wiring import load_settings, open_jobs, open_metrics, open_queues
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -475,6 +475,7 @@ def worker(
             queues=queues,
             handlers=handler,
             job_store_factory=functools.partial(open_jobs, url),
+            metrics_factory=functools.partial(open_metrics, url),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: running.stop())

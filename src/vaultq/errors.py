@@ -239,3 +239,14 @@ class Forbidden(VaultqError):
     """The caller is authenticated but its roles do not grant the operation (HTTP 403)."""
 
     code = "FORBIDDEN"
+
+
+class Throttled(VaultqError):
+    """A rate limit refused the request; it may be retried after ``retry_after_seconds``."""
+
+    code = "TooManyRequests"
+    failure_reason = "THROTTLED"
+
+    def __init__(self, message: str, *, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

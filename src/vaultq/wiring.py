@@ -19,12 +19,16 @@ if TYPE_CHECKING:
     from vaultq.blobs.notifications import Notifier
     from vaultq.blobs.protocol import BlobStore
     from vaultq.jobs.protocol import JobStore
+    from vaultq.observe.protocol import MetricsStore
     from vaultq.outbox.protocol import Outbox
     from vaultq.queues.protocol import QueueBackend
+    from vaultq.runtime.rate_limit import RateLimiter, TokenBucket
 
 _QUEUE_ADAPTERS = {"sqlite": "vaultq.queues.sqlite:SqliteQueues"}
 _JOB_ADAPTERS = {"sqlite": "vaultq.jobs.sqlite:SqliteJobs"}
 _OUTBOX_ADAPTERS = {"sqlite": "vaultq.outbox.sqlite:SqliteOutbox"}
+_METRICS_ADAPTERS = {"sqlite": "vaultq.observe.sqlite_metrics:SqliteMetrics"}
+_RATE_LIMIT_ADAPTERS = {"sqlite": "vaultq.ratelimits.sqlite:SqliteRateLimiter"}
 #: The embedded database keeps its blobs in files beside it.
 _BLOB_ADAPTERS = {"sqlite": "vaultq.blobs.local:LocalBlobs"}
 _IDEMPOTENCY_ADAPTERS = {"sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency"}
@@ -59,6 +63,19 @@ def open_outbox(url: str | None = None) -> Outbox:
     factory, path, _options = _resolve(_OUTBOX_ADAPTERS, url)
     outbox: Outbox = factory(path)
     return outbox
+
+
+def open_metrics(url: str | None = None) -> MetricsStore:
+    factory, path, _options = _resolve(_METRICS_ADAPTERS, url)
+    store: MetricsStore = factory(path)
+    return store
+
+
+def open_rate_limiter(url: str | None = None, *, default: TokenBucket) -> RateLimiter:
+    """A limiter shared by every process using this database; ``default`` for every key."""
+    factory, path, _options = _resolve(_RATE_LIMIT_ADAPTERS, url)
+    limiter: RateLimiter = factory(path, default=default)
+    return limiter
 
 
 def data_dir(url: str | None = None) -> Path:

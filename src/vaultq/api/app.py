@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vaultq.api.auth import install_auth
+from vaultq.api.auth import Principal, current_principal, install_auth
 from vaultq.api.problems import install_problem_handlers, problem
 from vaultq.api.routers import blobs, health, jobs, queues
+from vaultq.api.services import ApiServices
+from vaultq.api.services import services as services_of
+from vaultq.errors import VaultqError
+from vaultq.observe.protocol import UNMATCHED_ROUTE, MetricsStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from vaultq.api.services import ApiServices
+log = logging.getLogger(__name__)
 
 _UPLOAD_PREFIX = "/blobs/"
 
@@ -41,8 +48,11 @@ def create_api(services: ApiServices) -> FastAPI:
     api.state.services = services
     install_problem_handlers(api)
     install_auth(api, services.verifier)
-    for router in (jobs.router, queues.router, blobs.router, health.router):
-        api.include_router(router)
+    limited = [Depends(_rate_limited)]
+    for router in (jobs.router, queues.router, blobs.router):
+        api.include_router(router, dependencies=limited)
+    api.include_router(blobs.public_router)
+    api.include_router(health.router)
     if services.settings.cors_origins:
         api.add_middleware(
             CORSMiddleware,
@@ -51,7 +61,52 @@ def create_api(services: ApiServices) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     api.add_middleware(BodyLimit, max_bytes=services.settings.max_request_bytes)
+    if services.metrics_store is not None:
+        api.add_middleware(RequestMetrics, store=services.metrics_store)
     return api
+
+
+def _rate_limited(
+    principal: Annotated[Principal, Depends(current_principal)],
+    api: Annotated[ApiServices, Depends(services_of)],
+) -> None:
+    """Every authenticated request spends one token of its tenant's shared bucket."""
+    api.check_rate(principal.tenant)
+
+
+class RequestMetrics:
+    """Count every request by route template and status, off the event loop."""
+
+    def __init__(self, app: ASGIApp, *, store: MetricsStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def recorded(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recorded)
+        finally:
+            route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+            try:
+                await run_in_threadpool(
+                    self.store.record_api_request,
+                    route,
+                    status_code=status,
+                    duration_seconds=time.monotonic() - started,
+                )
+            except VaultqError as exc:
+                log.warning("recording a request failed: %s", exc.code)
 
 
 class BodyLimit:

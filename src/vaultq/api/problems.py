@@ -39,6 +39,7 @@ _STATUS: list[tuple[type[errors.VaultqError], int]] = [
     (errors.MessageTooLong, 413),
     (errors.EntityTooLarge, 413),
     (errors.OverLimit, 429),
+    (errors.Throttled, 429),
     (errors.BackendUnavailable, 503),
     (errors.InvalidParameterValue, 400),
 ]

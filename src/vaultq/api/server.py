@@ -15,6 +15,8 @@ from vaultq.api.app import create_api
 from vaultq.api.auth import AuthSettings, TokenVerifier
 from vaultq.api.services import ApiServices, ApiSettings
 from vaultq.app import load_app
+from vaultq.observe.metrics import CONTENT_TYPE, VaultqCollector, new_registry, render
+from vaultq.runtime.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,10 +47,22 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
     blobs = wiring.open_blobs(settings.url, notifier=app.notifier(queues)) if app.buckets else None
     app.provision(queues, blobs)
     auth, _ = auth_settings(settings.url)
+    metrics_store = wiring.open_metrics(settings.url)
+    jobs = wiring.open_jobs(settings.url)
+    registry = new_registry(VaultqCollector(queues=queues, metrics=metrics_store))
     return ApiServices(
         app=app,
         queues=queues,
-        jobs=wiring.open_jobs(settings.url),
+        jobs=jobs,
+        limiter=wiring.open_rate_limiter(
+            settings.url,
+            default=TokenBucket(
+                rate_per_second=settings.rate_limit_per_second,
+                burst=settings.rate_limit_burst,
+            ),
+        ),
+        metrics_store=metrics_store,
+        metrics=lambda: (render(registry), CONTENT_TYPE),
         outbox=wiring.open_outbox(settings.url),
         blobs=blobs,
         verifier=TokenVerifier(auth),
@@ -85,7 +99,14 @@ def serve(
         uvicorn.Server(config).run()
     finally:
         _stop_workers(processes)
-        for store in (services.queues, services.jobs, services.outbox, services.blobs):
+        for store in (
+            services.queues,
+            services.jobs,
+            services.outbox,
+            services.blobs,
+            services.metrics_store,
+            services.limiter,
+        ):
             if store is not None:
                 store.close()
 

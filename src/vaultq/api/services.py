@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -14,12 +14,16 @@ from vaultq import errors
 from vaultq.queues.protocol import MessageAttribute, OutgoingMessage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vaultq.api.auth import TokenVerifier
     from vaultq.app import App
     from vaultq.blobs.protocol import BlobStore
     from vaultq.jobs.protocol import JobStore
+    from vaultq.observe.protocol import MetricsStore
     from vaultq.outbox.protocol import Outbox, PendingSend
     from vaultq.queues.protocol import QueueBackend
+    from vaultq.runtime.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 _PUMP_INTERVAL_SECONDS = 1.0
@@ -47,10 +51,25 @@ class ApiServices:
     verifier: TokenVerifier
     blobs: BlobStore | None = None
     settings: ApiSettings = field(default_factory=ApiSettings)
-    limiter: Any = None
-    metrics: Any = None
+    #: Shared per-tenant request limits (a ``RateLimiter``); none means unlimited.
+    limiter: RateLimiter | None = None
+    #: Where request metrics go (a ``MetricsStore``).
+    metrics_store: MetricsStore | None = None
+    #: Renders the Prometheus exposition: ``() -> (body, content type)``.
+    metrics: Callable[[], tuple[bytes, str]] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _pump: threading.Thread | None = None
+
+    def check_rate(self, tenant: str) -> None:
+        """Spend one request of ``tenant``'s allowance, or raise ``Throttled``."""
+        if self.limiter is None:
+            return
+        decision = self.limiter.acquire(f"api:{tenant}")
+        if not decision.allowed:
+            raise errors.Throttled(
+                "too many requests for this tenant",
+                retry_after_seconds=decision.retry_after_seconds,
+            )
 
     def send_or_keep(self, send: PendingSend) -> bool:
         """Send a stored outbox entry now; keep it for the pump if the queue is not there."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from vaultq import errors
 from vaultq.events import batch_outcome, sqs_event
+from vaultq.observe.protocol import invocation_outcome
 from vaultq.queues.protocol import (
     MAX_BATCH_ENTRIES,
     MAX_RECEIVE_MESSAGES,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from vaultq.app import HandlerSpec
+    from vaultq.observe.protocol import MetricsStore
     from vaultq.queues.protocol import QueueBackend, QueueInfo, ReceivedMessage
     from vaultq.runtime.executor import HandlerProcess, InvocationResult
     from vaultq.runtime.jobs import JobTracker
@@ -62,12 +64,14 @@ class MappingPoller:
         leases: LeaseKeeper,
         processes: Sequence[HandlerProcess],
         jobs: JobTracker,
+        metrics: MetricsStore | None = None,
         random_unit: Callable[[], float] = random.random,
     ) -> None:
         self.spec = spec
         self._queues = queues
         self._leases = leases
         self._jobs = jobs
+        self._metrics = metrics
         self._random = random_unit
         self._queue: QueueInfo = queues.get_queue(spec.mapping.queue)
         self._idle: list[HandlerProcess] = list(processes)
@@ -142,13 +146,36 @@ class MappingPoller:
                         timeout_seconds=self.spec.timeout_seconds,
                     )
                 )
-                self.settle(runnable, result)
+                settlement = self.settle(runnable, result)
+                self._record(runnable, result, settlement)
         except errors.VaultqError as exc:
             # The batch's messages come back by their visibility timeout: nothing is lost.
             log.warning("settling a batch of %s failed: %s", self.spec.name, exc.code)
         finally:
             self._leases.untrack(batch)
             self._give_back(process)
+
+    def _record(
+        self, batch: list[ReceivedMessage], result: InvocationResult, settlement: Settlement
+    ) -> None:
+        if self._metrics is None:
+            return
+        failed, dead = len(settlement.retried), len(settlement.dead_lettered)
+        reason = None if result.error is None else result.error.reason
+        outcome = invocation_outcome(
+            error_reason=reason, messages=len(batch), failed=failed, dead_lettered=dead
+        )
+        try:
+            self._metrics.record_invocation(
+                self.spec.name,
+                outcome=outcome,
+                duration_seconds=result.duration_seconds,
+                messages=len(batch),
+                failed=failed,
+                dead_lettered=dead,
+            )
+        except errors.VaultqError as exc:
+            log.warning("recording metrics of %s failed: %s", self.spec.name, exc.code)
 
     def settle(self, batch: list[ReceivedMessage], result: InvocationResult) -> Settlement:
         failures = self._failures(batch, result)

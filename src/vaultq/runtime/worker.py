@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from vaultq.app import App
     from vaultq.jobs.protocol import JobStore
+    from vaultq.observe.protocol import MetricsStore
     from vaultq.queues.protocol import QueueBackend
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Worker:
         queues: QueueBackend,
         handlers: list[str] | None = None,
         job_store_factory: Callable[[], JobStore] | None = None,
+        metrics_factory: Callable[[], MetricsStore] | None = None,
     ) -> None:
         self.app = app
         self._queues = queues
@@ -41,6 +43,7 @@ class Worker:
         #: Opens the job table; handed to handler processes too, so it must pickle by
         #: reference (a module-level function, or a functools.partial of one).
         self._job_store_factory = job_store_factory
+        self._metrics_factory = metrics_factory
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -50,6 +53,7 @@ class Worker:
         leases.start()
         job_store = self._job_store_factory() if self._job_store_factory else None
         tracker = JobTracker(job_store)
+        metrics = self._metrics_factory() if self._metrics_factory else None
         processes: list[HandlerProcess] = []
         pollers = []
         for name in self._names:
@@ -61,7 +65,12 @@ class Worker:
             processes += slots
             pollers.append(
                 MappingPoller(
-                    spec=spec, queues=self._queues, leases=leases, processes=slots, jobs=tracker
+                    spec=spec,
+                    queues=self._queues,
+                    leases=leases,
+                    processes=slots,
+                    jobs=tracker,
+                    metrics=metrics,
                 )
             )
         threads = [
@@ -83,8 +92,9 @@ class Worker:
             leases.stop()
             for process in processes:
                 process.close()
-            if job_store is not None:
-                job_store.close()
+            for store in (job_store, metrics):
+                if store is not None:
+                    store.close()
         log.info("worker stopped")
 
     def stop(self) -> None:

@@ -17,6 +17,8 @@ from vaultq.api.services import ApiServices, services
 from vaultq.blobs.protocol import BlobStore, validate_key
 
 router = APIRouter(tags=["blobs"])
+#: Routes that need no token: the signature in the URL is the credential.
+public_router = APIRouter(tags=["blobs"])
 SIGNED_PREFIX = "/signed"
 Services = Annotated[ApiServices, Depends(services)]
 
@@ -84,7 +86,7 @@ def download_url(
     return DownloadUrl(url=url, expires_at=expires_at)
 
 
-@router.get(SIGNED_PREFIX + "/{bucket}/{key:path}", include_in_schema=False)
+@public_router.get(SIGNED_PREFIX + "/{bucket}/{key:path}", include_in_schema=False)
 def signed_download(request: Request, api: Services) -> Response:
     """Serve an object named by a signed URL; tampered or expired URLs answer 403."""
     if api.blobs is None:

@@ -23,7 +23,8 @@ router = APIRouter(tags=["jobs"])
 TENANT_ATTRIBUTE = "vaultq-tenant"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _JOB_ID = r"^[0-9a-f]{32}$"
-_OUTBOX_CLAIM_SECONDS = 30.0
+#: Long enough for the request to send its message itself; after that the pump may.
+_OUTBOX_CLAIM_SECONDS = 5.0
 
 Services = Annotated[ApiServices, Depends(services)]
 

@@ -1,0 +1,36 @@
+"""With the queue down, jobs are still accepted, and sent exactly once when it returns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tests.api.conftest import token, wait_for
+from vaultq.queues.sqlite import SqliteQueues
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.api.conftest import Server
+
+
+def test_jobs_wait_in_the_outbox_until_the_queue_is_back(start: Callable[..., Server]) -> None:
+    down = start(VAULTQ_QUEUE_ENABLED="false", workers=0)
+    client = down.client(token())
+    job_ids = [client.post("/jobs", json={"payload": i}).json()["job_id"] for i in range(3)]
+    assert [client.get(f"/jobs/{j}").json()["status"] for j in job_ids] == ["queued"] * 3
+    queues = SqliteQueues(down.data / "vaultq.db")
+    try:
+        assert queues.stats("demo-jobs").visible == 0
+        down.stop()
+
+        up = start(workers=1)
+        client = up.client(token())
+        wait_for(
+            lambda: all(client.get(f"/jobs/{j}").json()["status"] == "succeeded" for j in job_ids)
+        )
+        stats = queues.stats("demo-jobs")
+        assert (stats.visible, stats.in_flight) == (0, 0)
+        attempts = [client.get(f"/jobs/{j}").json() for j in job_ids]
+        assert all(job["progress"] == 1.0 for job in attempts)
+    finally:
+        queues.close()

@@ -1,0 +1,262 @@
+"""The embedded rate limiter: one limit for every process that opens the database."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from vaultq import errors
+from vaultq.ratelimits.sqlite import SqliteRateLimiter
+from vaultq.runtime.rate_limit import TokenBucket, wait
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+HAMMER = textwrap.dedent("""
+    import json, sys, time
+    from vaultq.ratelimits.sqlite import SqliteRateLimiter
+    from vaultq.runtime.rate_limit import TokenBucket
+    db, start, duration = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    limiter = SqliteRateLimiter(db, default=TokenBucket(rate_per_second=50, burst=10))
+    while time.time() < start:
+        time.sleep(0.001)
+    allowed = attempts = 0
+    first = time.time()
+    while time.time() < start + duration:
+        allowed += limiter.acquire("provider").allowed
+        attempts += 1
+    last = time.time()
+    print(json.dumps({"allowed": allowed, "attempts": attempts, "first": first, "last": last}))
+""")
+
+
+class FakeClock:
+    """Seconds since the epoch that move only when told to (or when someone sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_one_tenant_using_up_its_limit_does_not_limit_another(tmp_path: Path) -> None:
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=2), clock=FakeClock()
+    )
+    for _ in range(2):
+        assert limiter.acquire("api:tenant-a").allowed
+
+    assert not limiter.acquire("api:tenant-a").allowed
+    assert limiter.acquire("api:tenant-b").allowed
+    limiter.close()
+
+
+def test_a_prefix_gives_its_keys_their_own_bucket(tmp_path: Path) -> None:
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db",
+        default=TokenBucket(rate_per_second=1, burst=1),
+        by_prefix={"embeddings:": TokenBucket.per_minute(500, burst=5)},
+        clock=FakeClock(),
+    )
+
+    provider = [limiter.acquire("embeddings:openai").allowed for _ in range(6)]
+    tenant = [limiter.acquire("api:tenant-a").allowed for _ in range(2)]
+
+    assert provider == [True] * 5 + [False]
+    assert tenant == [True, False]
+    limiter.close()
+
+
+def test_an_exhausted_key_stays_exhausted_after_a_reopen(tmp_path: Path) -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate_per_second=0.5, burst=1)
+    first = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    assert first.acquire("api:tenant-a").allowed
+    first.close()
+
+    reopened = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    decision = reopened.acquire("api:tenant-a")
+
+    assert not decision.allowed
+    assert decision.retry_after_seconds == 2.0
+    reopened.close()
+
+
+def test_a_limiter_never_allows_what_another_limiter_on_the_file_took(tmp_path: Path) -> None:
+    # Two limiters on one file behave as two processes; each remembers what it last saw.
+    clock = FakeClock()
+    bucket = TokenBucket(rate_per_second=1, burst=3)
+    here = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    there = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    assert here.acquire("provider").allowed  # here last saw 2 tokens left
+
+    taken_there = [there.acquire("provider").allowed for _ in range(3)]
+    decision = here.acquire("provider")
+
+    assert taken_there == [True, True, False]
+    assert not decision.allowed
+    assert decision.retry_after_seconds == 1.0
+    here.close()
+    there.close()
+
+
+def test_two_processes_together_stay_within_one_limit(tmp_path: Path) -> None:
+    db = tmp_path / "vaultq.db"
+    SqliteRateLimiter(db, default=TokenBucket(rate_per_second=50, burst=10)).close()
+    start = time.time() + 2.0  # both interpreters are up and waiting by then
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(db), str(start), "1.0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    reports = [json.loads(process.communicate(timeout=60)[0]) for process in processes]
+
+    allowed = sum(report["allowed"] for report in reports)
+    elapsed_seconds = max(r["last"] for r in reports) - min(r["first"] for r in reports)
+    most = 10 + 50 * elapsed_seconds
+    # Within one limit: never more than one burst plus the rate over the time both ran
+    # (+1 for millisecond rounding); and not starved either, as both asked all the time.
+    assert allowed <= most + 1
+    assert allowed >= 0.8 * most
+    assert all(report["allowed"] > 0 for report in reports), reports
+    assert sum(report["attempts"] for report in reports) > 10 * allowed
+
+
+def test_wait_sleeps_exactly_the_retry_after(tmp_path: Path) -> None:
+    clock = FakeClock()
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=10, burst=5), clock=clock
+    )
+    assert limiter.acquire("provider", cost=5).allowed
+
+    decision = wait(limiter, "provider", cost=3, timeout_seconds=10, clock=clock, sleep=clock.sleep)
+
+    assert decision.allowed
+    assert clock.sleeps == [0.3]
+    limiter.close()
+
+
+def test_wait_in_real_time_sleeps_about_the_retry_after_and_never_spins(tmp_path: Path) -> None:
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=5, burst=1)
+    )
+    assert limiter.acquire("provider").allowed
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
+    started = time.monotonic()
+    decision = wait(limiter, "provider", timeout_seconds=5, sleep=sleep)
+    elapsed_seconds = time.monotonic() - started
+
+    assert decision.allowed
+    assert 0.18 <= elapsed_seconds < 0.5
+    assert 1 <= len(sleeps) <= 2  # a second, short sleep only if the first woke early
+    limiter.close()
+
+
+def test_wait_gives_up_at_once_when_the_limit_cannot_allow_in_time(tmp_path: Path) -> None:
+    clock = FakeClock()
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=1), clock=clock
+    )
+    assert limiter.acquire("provider").allowed
+
+    decision = wait(limiter, "provider", timeout_seconds=0.5, clock=clock, sleep=clock.sleep)
+
+    assert not decision.allowed
+    assert decision.retry_after_seconds == 1.0
+    assert clock.sleeps == []
+    limiter.close()
+
+
+def test_a_cost_above_the_burst_is_an_error_before_any_state_changes(tmp_path: Path) -> None:
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=5), clock=FakeClock()
+    )
+
+    with pytest.raises(errors.InvalidParameterValue, match="exceeds the bucket's burst"):
+        limiter.acquire("provider", cost=6)
+    assert limiter.acquire("provider", cost=5).allowed
+    limiter.close()
+
+
+def test_a_key_without_a_bucket_is_an_error(tmp_path: Path) -> None:
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", by_prefix={"api:": TokenBucket(rate_per_second=1, burst=1)}
+    )
+
+    with pytest.raises(errors.InvalidParameterValue, match="no rate-limit bucket"):
+        limiter.acquire("embeddings:openai")
+    limiter.close()
+
+
+def test_buckets_that_refilled_are_deleted_so_the_table_stays_small(tmp_path: Path) -> None:
+    clock = FakeClock()
+    db = tmp_path / "vaultq.db"
+    limiter = SqliteRateLimiter(db, default=TokenBucket(rate_per_second=1, burst=2), clock=clock)
+    for i in range(600):
+        limiter.acquire(f"api:client-{i}")
+
+    clock.now += 2  # every bucket is full again
+    limiter.acquire("api:client-0")
+    clock.now += 1
+    limiter.acquire("api:client-1")
+
+    assert _stored_keys(db) == {"api:client-0", "api:client-1"}
+    limiter.close()
+
+
+def test_an_unusable_database_location_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    with pytest.raises(errors.BackendUnavailable, match="cannot use"):
+        SqliteRateLimiter(blocker / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=1))
+
+
+def test_a_file_that_is_not_a_database_is_backend_unavailable(tmp_path: Path) -> None:
+    db = tmp_path / "vaultq.db"
+    db.write_bytes(b"not a database" * 1000)
+
+    with pytest.raises(errors.BackendUnavailable, match="sqlite"):
+        SqliteRateLimiter(db, default=TokenBucket(rate_per_second=1, burst=1))
+
+
+@pytest.mark.parametrize("timeout_seconds", [-1, float("nan")])
+def test_wait_refuses_a_timeout_that_is_not_a_duration(
+    tmp_path: Path, timeout_seconds: float
+) -> None:
+    limiter = SqliteRateLimiter(
+        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=1)
+    )
+
+    with pytest.raises(errors.InvalidParameterValue, match="timeout_seconds"):
+        wait(limiter, "provider", timeout_seconds=timeout_seconds)
+    limiter.close()
+
+
+def _stored_keys(db: Path) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {key for (key,) in conn.execute("SELECT key FROM ratelimit_buckets")}
+    finally:
+        conn.close()
