@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
     #: Origins allowed to call the API from a browser; none by default.
     cors_origins: tuple[str, ...] = ()
+    #: The tenant whose admins operate the deployment: only they may purge the app's queues,
+    #: which every tenant shares. None (the default) means nobody may purge through the API.
+    operator_tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
     #: How long a download URL stays valid.
     download_url_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
 

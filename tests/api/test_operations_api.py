@@ -144,3 +144,33 @@ def test_rate_limit_answers_429_with_retry_after(start: Callable[..., Server]) -
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["code"] == "TooManyRequests"
     assert other.get("/jobs").status_code == 200, "one tenant's limit is its own"
+
+
+def test_only_the_operator_tenant_s_admins_may_purge(start: Callable[..., Server]) -> None:
+    server = start(VAULTQ_OPERATOR_TENANT="ops", workers=0)
+    producer = server.client(token("acme", "producer"))
+    producer.post("/jobs", json={"payload": 1})
+
+    assert producer.delete("/queues/demo-jobs/messages").status_code == 403
+    assert (
+        server.client(token("acme", "admin")).delete("/queues/demo-jobs/messages").status_code
+        == 403
+    )
+    operator = server.client(token("ops", "admin"))
+    assert operator.delete("/queues/demo-jobs/messages").json() == {"purged": 1}
+    assert operator.delete("/queues/nope/messages").status_code == 404
+
+
+def test_cors_allows_only_configured_origins(start: Callable[..., Server]) -> None:
+    server = start(VAULTQ_CORS_ORIGINS='["https://app.example"]', workers=0)
+    client = server.client()
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+
+    allowed = client.options("/jobs", headers={"Origin": "https://app.example", **preflight})
+    refused = client.options("/jobs", headers={"Origin": "https://evil.example", **preflight})
+
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in refused.headers

@@ -74,6 +74,7 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
             rate_limit_per_second=settings.rate_limit_per_second,
             rate_limit_burst=settings.rate_limit_burst,
             cors_origins=settings.cors_origins,
+            operator_tenant=settings.operator_tenant,
         ),
     )
 

@@ -40,6 +40,7 @@ class ApiSettings:
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
     cors_origins: tuple[str, ...] = ()
+    operator_tenant: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

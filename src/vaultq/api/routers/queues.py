@@ -171,6 +171,23 @@ def redrive(
     return Redriven(moved=moved)
 
 
+class Purged(BaseModel):
+    purged: int
+
+
+@router.delete("/queues/{queue}/messages", response_model=Purged)
+def purge(
+    queue: str,
+    principal: Annotated[Principal, Depends(require(Permission.PURGE))],
+    api: Services,
+) -> Purged:
+    """Delete every message of one of the app's queues. Queues are shared by all tenants, so
+    only admins of the operator tenant (``VAULTQ_OPERATOR_TENANT``) may; nobody by default."""
+    if api.settings.operator_tenant is None or principal.tenant != api.settings.operator_tenant:
+        raise errors.Forbidden("purging a shared queue is for the operator tenant's admins")
+    return Purged(purged=api.queues.purge(_declared(api, queue, dead_letter_queues=True)))
+
+
 def _declared(api: ApiServices, queue: str, *, dead_letter_queues: bool = False) -> str:
     names = set(api.app.queues)
     if dead_letter_queues:
