@@ -50,6 +50,7 @@ def test_metrics_report_queue_depth_and_handler_invocations(server: Server) -> N
 
     assert found[("vaultq_queue_messages", (("queue", "demo-jobs"), ("state", "visible")))] == 0
     assert any(name == "vaultq_api_requests_total" for name, _ in found)
+    assert found[("vaultq_jobs", (("status", "succeeded"),))] >= 1
 
 
 def test_messages_sent_through_the_api_carry_the_sender_s_tenant(server: Server) -> None:

@@ -793,3 +793,18 @@ def test_job_table_and_queues_share_one_database_without_interfering(
 
     assert JobKey.parse(message.body) == key
     assert open_jobs().get(key) == jobs.get(key)
+
+
+def test_counts_by_status_cover_every_tenant_and_skip_expired_jobs(
+    jobs: JobStore, clock: Clock
+) -> None:
+    a = JobKey(tenant_id="t1", client_id="c", job_id="a")
+    b = JobKey(tenant_id="t2", client_id="c", job_id="b")
+    old = JobKey(tenant_id="t1", client_id="c", job_id="old")
+    jobs.create(old, ttl_seconds=60)
+    clock.advance(61)
+    jobs.create(a)
+    jobs.create(b)
+    jobs.transition(b, to=JobStatus.PROCESSING)
+
+    assert jobs.count_by_status() == {JobStatus.QUEUED: 1, JobStatus.PROCESSING: 1}

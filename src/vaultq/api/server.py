@@ -49,7 +49,13 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
     auth, _ = auth_settings(settings.url)
     metrics_store = wiring.open_metrics(settings.url)
     jobs = wiring.open_jobs(settings.url)
-    registry = new_registry(VaultqCollector(queues=queues, metrics=metrics_store))
+    registry = new_registry(
+        VaultqCollector(
+            queues=queues,
+            metrics=metrics_store,
+            job_counts=lambda: {status.value: n for status, n in jobs.count_by_status().items()},
+        )
+    )
     return ApiServices(
         app=app,
         queues=queues,

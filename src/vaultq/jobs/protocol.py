@@ -283,6 +283,10 @@ class JobStore(Protocol):
         """The tenant's jobs created on the UTC day ``day`` (``YYYY-MM-DD``)."""
         ...
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Live jobs of every tenant per status, for metrics (statuses with none omitted)."""
+        ...
+
     def sweep_expired(self) -> int:
         """Delete every expired job; returns how many were deleted."""
         ...

@@ -227,6 +227,11 @@ class SqliteJobs:
 
     # -- maintenance ----------------------------------------------------------------------
 
+    def count_by_status(self) -> dict[JobStatus, int]:
+        with self._read() as conn:
+            rows = conn.execute(_SQL["count_by_status"], {"now": self._now_ms()}).fetchall()
+        return {JobStatus(status): count for status, count in rows}
+
     def sweep_expired(self) -> int:
         # Small batches, each its own transaction: a large sweep never blocks writers long.
         deleted = 0

@@ -108,3 +108,7 @@ LIMIT :limit;
 -- sweep_expired --
 DELETE FROM jobs_items
 WHERE id IN (SELECT id FROM jobs_items WHERE expires_at_ms <= :now LIMIT :limit);
+
+-- count_by_status --
+-- For metrics: every tenant's live jobs, per status (an index scan of the status index).
+SELECT status, count(*) FROM jobs_items WHERE expires_at_ms > :now GROUP BY status;
