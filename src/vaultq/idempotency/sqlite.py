@@ -10,13 +10,12 @@ one does not repeat the handler's side effects.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
 from vaultq.idempotency.protocol import (
     IdempotencyRecord,
@@ -27,6 +26,7 @@ from vaultq.idempotency.protocol import (
 )
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Iterator
 
 _SQL = load_queries("vaultq.idempotency", "sql/sqlite.sql")
@@ -120,11 +120,9 @@ class SqliteIdempotency:
         conn.execute(_SQL["sweep"], {"now": now_ms, "limit": _SWEEP_BATCH})
 
     def _connect(self) -> sqlite3.Connection:
-        with self._translate_errors():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+        conn = _sqlite.connect(
+            self.path, synchronous="FULL", busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
         return conn
 
     def _now_ms(self) -> int:
@@ -132,27 +130,16 @@ class SqliteIdempotency:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._translate_errors():
-            conn = self._write_conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with _sqlite.transaction(self._write_conn, self._write_lock) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._read_lock, self._translate_errors():
             yield self._read_conn
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _sqlite.translate_errors()
 
 
 def _record(row: tuple[str, str, str, int, str | None]) -> IdempotencyRecord:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
 from vaultq.jobs import _records as records
 from vaultq.jobs.protocol import (
@@ -258,12 +258,10 @@ class SqliteJobs:
         return secret
 
     def _connect(self) -> sqlite3.Connection:
-        with self._translate_errors():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+        conn = _sqlite.connect(
+            self.path, synchronous="FULL", busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
+        conn.row_factory = sqlite3.Row
         return conn
 
     def _now_ms(self) -> int:
@@ -271,27 +269,16 @@ class SqliteJobs:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._translate_errors():
-            conn = self._write_conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with _sqlite.transaction(self._write_conn, self._write_lock) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._read_lock, self._translate_errors():
             yield self._read_conn
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _sqlite.translate_errors()
 
 
 def _row(job: Job) -> dict[str, Any]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
 from vaultq.observe.protocol import (
     BUCKET_MS,
@@ -32,6 +31,7 @@ from vaultq.observe.protocol import (
 )
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from vaultq.observe.protocol import Increment, MetricsStore, Series
@@ -157,40 +157,26 @@ class SqliteMetrics:
         return count
 
     def _connect(self) -> sqlite3.Connection:
-        with self._translate_errors():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # Metrics may lose their last commits to a power cut (see the module's docs).
-            conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
+        # Metrics may lose their last commits to a power cut (see the module's docs).
+        return _sqlite.connect(
+            self.path, synchronous="NORMAL", busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._translate_errors():
-            conn = self._write_conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with _sqlite.transaction(self._write_conn, self._write_lock) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._read_lock, self._translate_errors():
             yield self._read_conn
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _sqlite.translate_errors()
 
 
 def _encode_labels(labels: Mapping[str, str]) -> str:

@@ -3,20 +3,20 @@ survive a power cut as the job does)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultq import errors
+from vaultq import _sqlite
 from vaultq._sql import load_queries
 from vaultq.outbox.protocol import PendingSend
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    import contextlib
+    import sqlite3
+    from collections.abc import Callable
 
 _SQL = load_queries("vaultq.outbox", "sql/sqlite.sql")
 
@@ -26,12 +26,8 @@ class SqliteOutbox:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.Lock()
-        with self._translate_errors():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn = _sqlite.connect(self.path, synchronous="FULL")
+        with _sqlite.translate_errors():
             self._conn.executescript(_SQL["schema"])
 
     def add(self, send: PendingSend, *, claim_seconds: float) -> None:
@@ -83,7 +79,7 @@ class SqliteOutbox:
             conn.execute(_SQL["remove"], {"id": send_id})
 
     def count(self) -> int:
-        with self._lock, self._translate_errors():
+        with self._lock, _sqlite.translate_errors():
             return int(self._conn.execute(_SQL["count"]).fetchone()[0])
 
     def close(self) -> None:
@@ -92,23 +88,8 @@ class SqliteOutbox:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._translate_errors():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (sqlite3.Error, OSError) as exc:
-            raise errors.BackendUnavailable(f"outbox: {exc}") from exc
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return _sqlite.transaction(self._conn, self._lock)
 
 
 if TYPE_CHECKING:

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
 from vaultq.queues._wakeup import Wakeup
 from vaultq.queues.protocol import (
@@ -54,6 +53,7 @@ from vaultq.queues.protocol import (
 )
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
 Durability = Literal["full", "process"]
@@ -63,7 +63,7 @@ _QUEUE_CACHE_SECONDS = 1.0
 _SWEEP_INTERVAL_SECONDS = 1.0
 _NEXT_VISIBLE_CHECK_SECONDS = 1.0
 _MAX_DEAD_LETTER_ROUNDS = 10
-_SYNCHRONOUS = {"full": "FULL", "process": "NORMAL"}
+_SYNCHRONOUS: dict[str, _sqlite.Synchronous] = {"full": "FULL", "process": "NORMAL"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +242,7 @@ class SqliteQueues:
                 group, self._pending = self._pending, []
         if group is not None:
             try:
-                with self._write_lock:
-                    self._commit_sends(group)
+                self._commit_sends(group)
             finally:
                 with self._pending_cond:
                     self._committing = False
@@ -256,7 +255,7 @@ class SqliteQueues:
     def _commit_sends(self, group: list[_PendingSend]) -> None:
         now = self._now_ms()
         try:
-            with self._transaction(self._send_conn) as conn:
+            with _sqlite.transaction(self._send_conn, self._write_lock) as conn:
                 # One look-up per queue, not per sender: a group is mostly one queue.
                 current_by_name: dict[str, _Queue | None] = {}
                 for item in group:
@@ -796,13 +795,10 @@ class SqliteQueues:
             )
         }
 
-    def _connect(self, synchronous: str) -> sqlite3.Connection:
-        with self._translate_errors():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-        return conn
+    def _connect(self, synchronous: _sqlite.Synchronous) -> sqlite3.Connection:
+        return _sqlite.connect(
+            self.path, synchronous=synchronous, busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -811,33 +807,16 @@ class SqliteQueues:
     def _expired_before(queue: _Queue, now: int) -> int:
         return now - queue.attributes.message_retention_seconds * 1000
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._transaction(self._ack_conn) as conn:
-            yield conn
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return _sqlite.transaction(self._ack_conn, self._write_lock)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._read_lock, self._translate_errors():
             yield self._read_conn
 
-    @contextlib.contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        with self._translate_errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _sqlite.translate_errors()
 
     def _queue(self, name: str, *, fresh: bool = False) -> _Queue:
         cached = self._queue_cache.get(name)

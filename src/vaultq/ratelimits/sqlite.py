@@ -23,17 +23,17 @@ goes through the database.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
 from vaultq.runtime.rate_limit import BucketState, BucketTable
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Iterator, Mapping
 
     from vaultq.runtime.rate_limit import Decision, RateLimiter, TokenBucket
@@ -113,11 +113,9 @@ class SqliteRateLimiter:
         conn.execute(_SQL["sweep"], {"now": now_ms, "limit": _SWEEP_BATCH})
 
     def _connect(self) -> sqlite3.Connection:
-        with self._translate_errors():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+        conn = _sqlite.connect(
+            self.path, synchronous="NORMAL", busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
         return conn
 
     def _now_ms(self) -> int:
@@ -126,22 +124,11 @@ class SqliteRateLimiter:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._translate_errors():
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with _sqlite.transaction(self._conn, self._lock) as conn:
+            yield conn
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _sqlite.translate_errors()
 
 
 def _state(row: tuple[float, int] | None) -> BucketState | None:
