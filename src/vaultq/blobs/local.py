@@ -33,14 +33,13 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq.blobs import _signing
 from vaultq.blobs.notifications import (
     OBJECT_CREATED_PUT,
@@ -68,6 +67,7 @@ from vaultq.blobs.protocol import (
 
 if TYPE_CHECKING:
     import builtins
+    import sqlite3
     from collections.abc import Callable, Iterator, Sequence
 
     from vaultq.blobs.notifications import Notifier, ObjectEventName
@@ -209,7 +209,7 @@ class LocalBlobs:
         self._write_conn = self._connect(database, "FULL")
         self._clear_conn = self._connect(database, "NORMAL")
         self._read_conn = self._connect(database, "NORMAL")
-        with _translate_sqlite_errors():
+        with _sqlite.translate_errors():
             self._write_conn.executescript(_SQL["schema"])
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -391,7 +391,7 @@ class LocalBlobs:
     def connection_synchronous_modes(self) -> dict[str, int]:
         """``PRAGMA synchronous`` of each connection (2 is FULL, 1 NORMAL), for audits."""
         conns = {"write": self._write_conn, "clear": self._clear_conn, "read": self._read_conn}
-        with _translate_sqlite_errors():
+        with _sqlite.translate_errors():
             return {
                 role: conn.execute("PRAGMA synchronous").fetchone()[0]
                 for role, conn in conns.items()
@@ -552,30 +552,27 @@ class LocalBlobs:
             raise errors.BackendUnavailable("the blob database names a malformed file id")
         return self.root / bucket / file_id[:2] / file_id
 
-    def _connect(self, path: Path, synchronous: str) -> sqlite3.Connection:
-        with _translate_sqlite_errors():
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-        return conn
+    def _connect(self, path: Path, synchronous: _sqlite.Synchronous) -> sqlite3.Connection:
+        return _sqlite.connect(
+            path, synchronous=synchronous, busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, _transaction(self._write_conn) as conn:
+        with _sqlite.transaction(self._write_conn, self._write_lock) as conn:
             yield conn
 
     @contextlib.contextmanager
     def _clear(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, _transaction(self._clear_conn) as conn:
+        with _sqlite.transaction(self._clear_conn, self._write_lock) as conn:
             yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._read_lock, _translate_sqlite_errors():
+        with self._read_lock, _sqlite.translate_errors():
             yield self._read_conn
 
 
@@ -685,26 +682,6 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    with _translate_sqlite_errors():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-
-@contextlib.contextmanager
-def _translate_sqlite_errors() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
 
 
 @contextlib.contextmanager
