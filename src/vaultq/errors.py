@@ -250,3 +250,54 @@ class Throttled(VaultqError):
     def __init__(self, message: str, *, retry_after_seconds: float) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class DecryptionFailed(VaultqError):
+    """A sealed text or wrapped key cannot be opened: tampered, truncated, an unknown format
+    version, the wrong key, or bound to another tenant, message or job. The message never
+    holds plaintext, key bytes or ciphertext; AES-GCM cannot tell these causes apart."""
+
+    code = "DECRYPTION_FAILED"
+    #: The reason a dead-letter record shows for a message that cannot be decrypted.
+    failure_reason = "DECRYPTION_FAILED"
+
+
+class UnknownKeyId(VaultqError):
+    """A wrapped key names a worker key id the key ring does not hold (never loaded, or
+    already rotated out)."""
+
+    code = "UNKNOWN_KEY_ID"
+    failure_reason = "UNKNOWN_KEY_ID"
+
+
+class CollectionNotFound(VaultqError):
+    """No vector collection of that name was created."""
+
+    code = "CollectionNotFound"
+
+
+class CollectionAlreadyExists(VaultqError):
+    """A vector collection of that name exists with other settings (dimension, mode, metric)."""
+
+    code = "CollectionAlreadyExists"
+
+
+class WrongCollectionMode(InvalidParameterValue):
+    """The operation or item belongs to the other mode: ``search`` on a sealed collection,
+    ``sealed_items`` on an indexed one, a plain vector given to a sealed one."""
+
+    code = "WrongCollectionMode"
+
+
+class DimensionMismatch(InvalidParameterValue):
+    """A vector's length is not the collection's dimension."""
+
+    code = "DimensionMismatch"
+
+
+class MissingDependency(VaultqError):
+    """An optional dependency of the feature in use is not installed; the message names the
+    extra to install (e.g. ``vaultq[embeddings]``)."""
+
+    code = "MissingDependency"
+    client_fault = False

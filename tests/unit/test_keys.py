@@ -1,0 +1,433 @@
+"""Data keys wrapped to the worker fleet open only in the fleet, for their job and tenant."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import traceback
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vaultq.errors import DecryptionFailed, InvalidSettings, UnknownKeyId
+from vaultq.privacy import (
+    KeyRing,
+    WrappedKey,
+    generate_worker_key,
+    key_id_for,
+    new_data_key,
+    wipe,
+    wiping,
+    wrap_data_key,
+)
+
+TENANT = "acme"
+JOB_ID = "job-a"
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent RFC 9180 base-mode reference (stdlib HMAC-SHA256 for HKDF; X25519 and AES-GCM
+# from cryptography), checked against the RFC's own vectors, then used to show that what
+# vaultq wraps is standard HPKE that any conforming implementation opens, and the reverse.
+
+KEM_ID_X25519 = 0x0020
+KDF_ID_HKDF_SHA256 = 0x0001
+AEAD_ID_AES_128_GCM = 0x0001
+AEAD_ID_AES_256_GCM = 0x0002
+
+
+def _extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def _expand(prk: bytes, info: bytes, length: int) -> bytes:
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out, counter = out + block, counter + 1
+    return out[:length]
+
+
+def _labeled_extract(suite_id: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return _extract(salt, b"HPKE-v1" + suite_id + label + ikm)
+
+
+def _labeled_expand(suite_id: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    labeled_info = length.to_bytes(2, "big") + b"HPKE-v1" + suite_id + label + info
+    return _expand(prk, labeled_info, length)
+
+
+def reference_shared_secret(dh: bytes, enc: bytes, pk_rm: bytes) -> bytes:
+    kem_suite = b"KEM" + KEM_ID_X25519.to_bytes(2, "big")
+    eae_prk = _labeled_extract(kem_suite, b"", b"eae_prk", dh)
+    return _labeled_expand(kem_suite, eae_prk, b"shared_secret", enc + pk_rm, 32)
+
+
+def reference_key_schedule(
+    shared_secret: bytes, info: bytes, *, aead_id: int
+) -> tuple[bytes, bytes]:
+    """Base mode (no PSK): returns (key, base_nonce)."""
+    suite_id = b"HPKE" + b"".join(
+        i.to_bytes(2, "big") for i in (KEM_ID_X25519, KDF_ID_HKDF_SHA256, aead_id)
+    )
+    psk_id_hash = _labeled_extract(suite_id, b"", b"psk_id_hash", b"")
+    info_hash = _labeled_extract(suite_id, b"", b"info_hash", info)
+    context = b"\x00" + psk_id_hash + info_hash
+    secret = _labeled_extract(suite_id, shared_secret, b"secret", b"")
+    key_length = 16 if aead_id == AEAD_ID_AES_128_GCM else 32
+    key = _labeled_expand(suite_id, secret, b"key", context, key_length)
+    return key, _labeled_expand(suite_id, secret, b"base_nonce", context, 12)
+
+
+def reference_open(
+    sk_r: X25519PrivateKey,
+    enc: bytes,
+    ciphertext: bytes,
+    info: bytes,
+    *,
+    aead_id: int,
+    aad: bytes = b"",
+    seq: int = 0,
+) -> bytes:
+    pk_rm = sk_r.public_key().public_bytes_raw()
+    dh = sk_r.exchange(X25519PublicKey.from_public_bytes(enc))
+    key, base_nonce = reference_key_schedule(
+        reference_shared_secret(dh, enc, pk_rm), info, aead_id=aead_id
+    )
+    nonce = bytes(a ^ b for a, b in zip(base_nonce, seq.to_bytes(12, "big"), strict=True))
+    return AESGCM(key).decrypt(nonce, ciphertext, aad)
+
+
+def reference_seal(pk_r: bytes, plaintext: bytes, info: bytes) -> tuple[bytes, bytes]:
+    """Single-shot seal with AES-256-GCM and a fresh ephemeral key: returns (enc, ct)."""
+    sk_e = X25519PrivateKey.generate()
+    enc = sk_e.public_key().public_bytes_raw()
+    dh = sk_e.exchange(X25519PublicKey.from_public_bytes(pk_r))
+    key, base_nonce = reference_key_schedule(
+        reference_shared_secret(dh, enc, pk_r), info, aead_id=AEAD_ID_AES_256_GCM
+    )
+    return enc, AESGCM(key).encrypt(base_nonce, plaintext, b"")
+
+
+# RFC 9180, Appendix A.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM.
+# A.1.1 Base Setup Information, and A.1.1.1 Encryptions, sequence numbers 0 and 1, as printed.
+# (The RFC has no X25519 + AES-256-GCM vector; the KEM and key schedule are the same code.)
+RFC_A11 = {
+    "info": "4f6465206f6e2061204772656369616e2055726e",
+    "pkEm": "37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431",
+    "skEm": "52c4a758a802cd8b936eceea314432798d5baf2d7e9235dc084ab1b9cfa2f736",
+    "pkRm": "3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d",
+    "skRm": "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8",
+    "enc": "37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431",
+    "shared_secret": "fe0e18c9f024ce43799ae393c7e8fe8fce9d218875e8227b0187c04e7d2ea1fc",
+    "key": "4531685d41d65f03dc48f6b8302c05b0",
+    "base_nonce": "56d890e5accaaf011cff4b7d",
+}
+RFC_A111_ENCRYPTIONS = [
+    # (sequence number, pt, aad, ct)
+    (
+        0,
+        "4265617574792069732074727574682c20747275746820626561757479",
+        "436f756e742d30",
+        "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a9"
+        "6d8770ac83d07bea87e13c512a",
+    ),
+    (
+        1,
+        "4265617574792069732074727574682c20747275746820626561757479",
+        "436f756e742d31",
+        "af2d7e9ac9ae7e270f46ba1f975be53c09f8d875bdc8535458c2494e8a6eab25"
+        "1c03d0c22a56b8ca42c2063b84",
+    ),
+]
+
+
+def test_the_reference_hpke_matches_the_rfc_9180_a_1_vectors():
+    v = {name: bytes.fromhex(value) for name, value in RFC_A11.items()}
+    sk_r = X25519PrivateKey.from_private_bytes(v["skRm"])
+    sk_e = X25519PrivateKey.from_private_bytes(v["skEm"])
+    assert sk_r.public_key().public_bytes_raw() == v["pkRm"]
+    assert sk_e.public_key().public_bytes_raw() == v["pkEm"]
+
+    shared = reference_shared_secret(sk_e.exchange(sk_r.public_key()), v["enc"], v["pkRm"])
+    key, base_nonce = reference_key_schedule(shared, v["info"], aead_id=AEAD_ID_AES_128_GCM)
+    assert (shared, key, base_nonce) == (v["shared_secret"], v["key"], v["base_nonce"])
+
+    for seq, pt, aad, ct in RFC_A111_ENCRYPTIONS:
+        opened = reference_open(
+            sk_r,
+            v["enc"],
+            bytes.fromhex(ct),
+            v["info"],
+            aead_id=AEAD_ID_AES_128_GCM,
+            aad=bytes.fromhex(aad),
+            seq=seq,
+        )
+        assert opened == bytes.fromhex(pt)
+
+
+def test_a_wrapped_key_is_standard_hpke_that_the_reference_opens():
+    worker = generate_worker_key()
+    data_key = new_data_key()
+
+    wrapped = wrap_data_key(data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID)
+    opened = reference_open(
+        X25519PrivateKey.from_private_bytes(worker.private_key),
+        wrapped.enc,
+        wrapped.ciphertext,
+        b"vaultq/v1|acme|job-a",
+        aead_id=AEAD_ID_AES_256_GCM,
+    )
+
+    assert opened == data_key
+
+
+def test_the_key_ring_opens_a_key_the_reference_wrapped():
+    worker = generate_worker_key()
+    data_key = os.urandom(32)
+    enc, ciphertext = reference_seal(worker.public_key, data_key, b"vaultq/v1|acme|job-a")
+    wrapped = WrappedKey(key_id=worker.key_id, enc=enc, ciphertext=ciphertext)
+
+    assert KeyRing([worker.private_key]).unwrap(wrapped, tenant=TENANT, job_id=JOB_ID) == data_key
+
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour of vaultq's key API.
+
+
+@pytest.fixture
+def worker():
+    return generate_worker_key()
+
+
+@pytest.fixture
+def ring(worker):
+    return KeyRing([worker.private_key])
+
+
+def test_a_new_data_key_is_32_random_bytes_in_a_wipeable_buffer():
+    first, second = new_data_key(), new_data_key()
+
+    assert isinstance(first, bytearray)
+    assert len(first) == 32
+    assert first != second
+
+
+def test_a_wrapped_data_key_unwraps_to_the_same_key_for_its_job(worker, ring):
+    data_key = new_data_key()
+
+    wrapped = wrap_data_key(data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID)
+    unwrapped = ring.unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)
+
+    assert isinstance(unwrapped, bytearray)
+    assert unwrapped == data_key
+    assert wrapped.key_id == worker.key_id
+
+
+def test_a_wrapped_key_survives_its_serialised_form(worker, ring):
+    data_key = new_data_key()
+    wrapped = wrap_data_key(data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID)
+
+    data = wrapped.to_bytes()
+    again = WrappedKey.from_bytes(data)
+
+    assert again == wrapped
+    assert len(data) == 2 + len(worker.key_id) + 32 + 48
+    assert ring.unwrap(again, tenant=TENANT, job_id=JOB_ID) == data_key
+
+
+def test_a_key_wrapped_for_one_job_cannot_be_unwrapped_as_another(worker, ring):
+    wrapped = wrap_data_key(
+        new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+
+    with pytest.raises(DecryptionFailed):
+        ring.unwrap(wrapped, tenant=TENANT, job_id="job-b")
+
+
+def test_a_key_wrapped_for_one_tenant_cannot_be_unwrapped_by_another(worker, ring):
+    wrapped = wrap_data_key(
+        new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+
+    with pytest.raises(DecryptionFailed):
+        ring.unwrap(wrapped, tenant="globex", job_id=JOB_ID)
+
+
+def test_changing_any_byte_of_a_wrapped_key_makes_it_fail(worker, ring):
+    data = wrap_data_key(
+        new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    ).to_bytes()
+    id_end = 2 + len(worker.key_id)
+
+    for index in range(len(data)):
+        tampered = bytearray(data)
+        tampered[index] ^= 0x01
+        # A changed key id byte is caught as an unknown (or malformed) key id instead.
+        expected = (UnknownKeyId, DecryptionFailed) if 2 <= index < id_end else DecryptionFailed
+        with pytest.raises(expected):
+            ring.unwrap(WrappedKey.from_bytes(bytes(tampered)), tenant=TENANT, job_id=JOB_ID)
+
+
+def test_a_truncated_wrapped_key_or_unknown_version_is_refused(worker):
+    data = wrap_data_key(
+        new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    ).to_bytes()
+
+    for length in range(len(data)):
+        with pytest.raises(DecryptionFailed):
+            WrappedKey.from_bytes(data[:length])
+    with pytest.raises(DecryptionFailed):
+        WrappedKey.from_bytes(b"\x02" + data[1:])
+
+
+def test_a_key_wrapped_to_another_fleet_names_its_unknown_key_id(ring):
+    stranger = generate_worker_key()
+    wrapped = wrap_data_key(
+        new_data_key(), public_key=stranger.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+
+    with pytest.raises(UnknownKeyId, match=stranger.key_id) as caught:
+        ring.unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)
+    assert caught.value.code == "UNKNOWN_KEY_ID"
+
+
+def test_during_rotation_keys_wrapped_to_either_active_key_unwrap():
+    old, new = generate_worker_key(), generate_worker_key()
+    ring = KeyRing([old.private_key, new.private_key])
+
+    for worker in (old, new):
+        data_key = new_data_key()
+        wrapped = wrap_data_key(
+            data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+        )
+        assert ring.unwrap(wrapped, tenant=TENANT, job_id=JOB_ID) == data_key
+    assert ring.key_ids == {old.key_id, new.key_id}
+
+
+def test_after_rotation_a_key_wrapped_to_the_removed_key_is_an_unknown_key_id():
+    old, new = generate_worker_key(), generate_worker_key()
+    wrapped = wrap_data_key(new_data_key(), public_key=old.public_key, tenant=TENANT, job_id=JOB_ID)
+
+    with pytest.raises(UnknownKeyId):
+        KeyRing([new.private_key]).unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)
+
+
+def test_the_key_id_is_derived_from_the_public_key_alone(worker):
+    assert key_id_for(worker.public_key) == worker.key_id
+    assert (
+        X25519PrivateKey.from_private_bytes(worker.private_key).public_key().public_bytes_raw()
+        == worker.public_key
+    )
+
+
+def test_a_key_ring_loads_from_a_file_with_comments_and_several_keys(tmp_path):
+    old, new = generate_worker_key(), generate_worker_key()
+    path = tmp_path / "worker-keys"
+    path.write_text(
+        f"# rotated in 2025-01\n{b64(old.private_key)}\n\n{b64(new.private_key)}  # current\n"
+    )
+
+    ring = KeyRing.from_file(path)
+
+    assert ring.key_ids == {old.key_id, new.key_id}
+
+
+def test_a_key_ring_loads_from_the_environment():
+    old, new = generate_worker_key(), generate_worker_key()
+    environ = {"VAULTQ_WORKER_KEYS": f"{b64(old.private_key)},{b64(new.private_key)}"}
+
+    ring = KeyRing.from_env(environ=environ)
+
+    assert ring.key_ids == {old.key_id, new.key_id}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "# only a comment", "not-base64!", base64.b64encode(b"short").decode()],
+)
+def test_a_bad_key_ring_is_a_settings_error(text):
+    with pytest.raises(InvalidSettings):
+        KeyRing.from_text(text)
+
+
+def test_a_missing_key_file_or_variable_is_a_settings_error(tmp_path):
+    with pytest.raises(InvalidSettings):
+        KeyRing.from_file(tmp_path / "absent")
+    with pytest.raises(InvalidSettings, match="VAULTQ_WORKER_KEYS"):
+        KeyRing.from_env(environ={})
+
+
+def secret_forms(secret: bytes) -> list[str]:
+    raw = [
+        secret.hex(),
+        secret.hex().upper(),
+        b64(secret),
+        base64.urlsafe_b64encode(secret).decode(),
+    ]
+    return [*raw, b64(secret).rstrip("="), secret.decode("latin-1"), repr(secret), secret[:8].hex()]
+
+
+def rendered(error: BaseException) -> str:
+    return "\n".join(
+        [str(error), repr(error), *map(str, error.args), *traceback.format_exception(error)]
+    )
+
+
+def test_key_errors_never_show_key_bytes(worker, ring):
+    data_key = new_data_key()
+    wrapped = wrap_data_key(data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID)
+    failures = []
+    for call in (
+        lambda: ring.unwrap(wrapped, tenant=TENANT, job_id="job-b"),
+        lambda: KeyRing([generate_worker_key().private_key]).unwrap(
+            wrapped, tenant=TENANT, job_id=JOB_ID
+        ),
+        lambda: KeyRing.from_text(b64(worker.private_key[:31])),
+        lambda: KeyRing.from_text(b64(worker.private_key) + "!"),
+    ):
+        with pytest.raises((DecryptionFailed, UnknownKeyId, InvalidSettings)) as caught:
+            call()
+        failures.append(rendered(caught.value))
+
+    text = "\n".join(failures)
+    for secret in (
+        bytes(data_key),
+        worker.private_key,
+        worker.private_key[:31],
+        wrapped.ciphertext,
+    ):
+        for form in secret_forms(secret):
+            assert form not in text
+
+
+def test_wipe_overwrites_every_byte_in_place():
+    buffer = bytearray(os.urandom(64))
+    view = memoryview(buffer)  # the same storage, seen from outside
+
+    wipe(buffer)
+
+    assert bytes(view) == bytes(64)
+    assert len(buffer) == 64
+
+
+def test_wiping_clears_the_buffer_even_when_the_block_fails(worker, ring):
+    wrapped = wrap_data_key(
+        new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+
+    with (
+        pytest.raises(RuntimeError),
+        wiping(ring.unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)) as data_key,
+    ):
+        assert data_key != bytes(32)
+        raise RuntimeError("handler failed")
+
+    assert data_key == bytearray(32)
