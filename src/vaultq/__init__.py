@@ -1,10 +1,11 @@
 """vaultq: queue-driven background processing on private data.
 
-SQS queues with dead-letter queues, embedded on SQLite by default.
+SQS queues with dead-letter queues and Lambda-style handlers, embedded on SQLite by default.
 """
 
 from __future__ import annotations
 
+from vaultq.app import App, DeadLetterQueue, RetryPolicy
 from vaultq.errors import VaultqError
 from vaultq.queues import (
     DeleteEntry,
@@ -28,6 +29,8 @@ from vaultq.wiring import open_queues
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
+    "DeadLetterQueue",
     "DeleteEntry",
     "Failure",
     "FailureReason",
@@ -39,6 +42,7 @@ __all__ = [
     "ReceivedMessage",
     "RedriveAllowPolicy",
     "RedrivePolicy",
+    "RetryPolicy",
     "SendEntry",
     "SendResult",
     "Settings",

@@ -12,6 +12,8 @@ import vaultq
 def test_public_api_is_exactly_what_is_documented() -> None:
     assert sorted(vaultq.__all__) == sorted(
         [
+            "App",
+            "DeadLetterQueue",
             "DeleteEntry",
             "Failure",
             "FailureReason",
@@ -23,6 +25,7 @@ def test_public_api_is_exactly_what_is_documented() -> None:
             "ReceivedMessage",
             "RedriveAllowPolicy",
             "RedrivePolicy",
+            "RetryPolicy",
             "SendEntry",
             "SendResult",
             "Settings",
