@@ -301,3 +301,33 @@ class MissingDependency(VaultqError):
 
     code = "MissingDependency"
     client_fault = False
+
+
+class EmbeddingApiError(VaultqError):
+    """An embedding provider kept failing (HTTP 429 or 5xx past the retries, a refused or
+    malformed answer, a connection error). The message holds the status and the attempts,
+    never the texts, the API key or the provider's answer body."""
+
+    code = "EMBEDDING_API_ERROR"
+    client_fault = False
+    failure_reason = "EMBEDDING_API_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        #: The last HTTP status, or None when no answer came.
+        self.status_code = status_code
+        #: The provider's last ``Retry-After``, when it sent one.
+        self.retry_after_seconds = retry_after_seconds
+
+
+class EmbeddingApiTimeout(EmbeddingApiError):
+    """An embedding provider kept failing and its last attempt got no answer in time."""
+
+    code = "EMBEDDING_API_TIMEOUT"
+    failure_reason = "EMBEDDING_API_TIMEOUT"
