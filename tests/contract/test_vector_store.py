@@ -19,6 +19,8 @@ from .vectors_fixtures import (  # noqa: F401 (fixtures register by name)
     embedded_open_vectors_fixture,
     indexed_fixture,
     open_vectors_fixture,
+    pgvector_open_vectors_fixture,
+    pgvector_server_fixture,
     sealed_fixture,
     vectors_fixture,
 )

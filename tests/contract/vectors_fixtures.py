@@ -1,23 +1,29 @@
 """Fixtures of the vector-store contract suite: one ``vectors`` fixture per backend.
 
 ``open_vectors()`` opens another store on the same storage, as a second process or a
-restart would. A pgvector backend joins by adding ``"pgvector"`` to ``VECTOR_BACKENDS`` and a
-``pgvector_open_vectors`` fixture.
+restart would. ``pgvector`` runs on one PostgreSQL per session (the ``pgserver`` wheel, test
+group) with a database per test copied from a template; without pgserver it skips locally
+and fails in CI.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
+from tests.conftest import skip_or_fail
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from vaultq.vectors import VectorStore
 
-VECTOR_BACKENDS = ["embedded"]
+VECTOR_BACKENDS = ["embedded", "pgvector"]
 
 
 class OpenVectors(Protocol):
@@ -39,6 +45,62 @@ def embedded_open_vectors_fixture(tmp_path: Path) -> Iterator[OpenVectors]:
     yield open_vectors
     for store in opened:
         store.close()
+
+
+@pytest.fixture(name="pgvector_server", scope="session")
+def pgvector_server_fixture() -> Iterator[Any]:
+    """A throwaway PostgreSQL 16 with pgvector (the ``pgserver`` wheel) for the session, and
+    a ``vaultq_template`` database holding the extension and the store's schema."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver only needs a path.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        try:
+            import psycopg  # noqa: PLC0415 - the postgres extra
+            from pgserver.postgres_server import get_server  # noqa: PLC0415 - test-only
+        except ImportError as exc:
+            skip_or_fail(f"pgvector tests need psycopg and pgserver: {exc}")
+        try:
+            # Not under tmp_path_factory: another pytest session's basetemp rotation may
+            # delete that while this one runs; "delete" removes this directory at the end.
+            data = Path(tempfile.mkdtemp(prefix="vaultq-pg-")) / "data"
+            server = get_server(data, cleanup_mode="delete")
+        except Exception as exc:  # pgserver raises what its subprocesses raise
+            skip_or_fail(f"pgserver could not start PostgreSQL: {exc!r}")
+    from vaultq.vectors.pgvector import PgVectors  # noqa: PLC0415 - needs psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE vaultq_template")
+    PgVectors(server.get_uri("vaultq_template")).close()  # applies the schema once
+    yield server
+    server.cleanup()
+    data.parent.rmdir()
+
+
+@pytest.fixture(name="pgvector_open_vectors")
+def pgvector_open_vectors_fixture(pgvector_server: Any) -> Iterator[OpenVectors]:
+    """A fresh database per test, copied from ``vaultq_template``; dropped afterwards."""
+    import psycopg  # noqa: PLC0415 - the postgres extra
+    from psycopg import sql  # noqa: PLC0415
+
+    from vaultq.vectors.pgvector import PgVectors  # noqa: PLC0415 - needs psycopg
+
+    name = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(pgvector_server.get_uri(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE vaultq_template").format(sql.Identifier(name))
+        )
+    opened: list[VectorStore] = []
+
+    def open_vectors() -> VectorStore:
+        store = PgVectors(pgvector_server.get_uri(name))
+        opened.append(store)
+        return store
+
+    yield open_vectors
+    for store in opened:
+        store.close()
+    with psycopg.connect(pgvector_server.get_uri(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(name="open_vectors", params=VECTOR_BACKENDS)
