@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -175,3 +176,15 @@ def test_cors_allows_only_configured_origins(start: Callable[..., Server]) -> No
 
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_sigterm_stops_the_server_and_its_workers(start: Callable[..., Server]) -> None:
+    server = start(workers=2)
+    pid = server.process.pid
+    workers = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert len(workers) == 2
+
+    server.stop()
+
+    assert server.process.returncode is not None
+    assert wait_for(lambda: not any(Path(f"/proc/{w}").exists() for w in workers))

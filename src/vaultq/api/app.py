@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vaultq.api.auth import Principal, current_principal, install_auth
-from vaultq.api.problems import install_problem_handlers, problem
+from vaultq.api.problems import document_problems, install_problem_handlers, problem
 from vaultq.api.routers import blobs, health, jobs, queues
 from vaultq.api.services import ApiServices
 from vaultq.api.services import services as services_of
@@ -47,6 +47,7 @@ def create_api(services: ApiServices) -> FastAPI:
     )
     api.state.services = services
     install_problem_handlers(api)
+    document_problems(api)
     install_auth(api, services.verifier)
     limited = [Depends(_rate_limited)]
     for router in (jobs.router, queues.router, blobs.router):

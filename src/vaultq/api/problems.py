@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vaultq import errors
@@ -43,6 +44,53 @@ _STATUS: list[tuple[type[errors.VaultqError], int]] = [
     (errors.BackendUnavailable, 503),
     (errors.InvalidParameterValue, 400),
 ]
+
+
+class FieldProblem(BaseModel):
+    location: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, the body of every error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    #: Where and why, for validation errors (422) only.
+    errors: list[FieldProblem] | None = None
+
+
+def document_problems(api: FastAPI) -> None:
+    """Document every error as it is answered: problem details, under a ``default`` response.
+
+    FastAPI documents a 422 of its own shape (``HTTPValidationError``, ``application/json``),
+    which the handlers above never send; it is replaced.
+    """
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        definition = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(definition.pop("$defs", {}))
+        components["Problem"] = definition
+        problem_content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                responses["default"] = {
+                    "description": "Problem details",
+                    "content": problem_content,
+                }
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def status_of(exc: errors.VaultqError) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from vaultq.runtime.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import FrameType
 
     from vaultq.settings import Settings
 
@@ -96,6 +98,10 @@ def serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM, then stop the workers gracefully (they drain)."""
     services = build_services(app_path, settings)
+    # uvicorn handles SIGTERM as it does Ctrl-C, then raises it again once it has stopped;
+    # with the default handler that second SIGTERM would end this process on the spot,
+    # before the `finally` below stops the workers, which would run on, orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     processes = [_start_worker(app_path, settings.url) for _ in range(workers)]
     try:
         _, development = auth_settings(settings.url)
@@ -116,6 +122,10 @@ def serve(
         ):
             if store is not None:
                 store.close()
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _start_worker(app_path: str, url: str) -> subprocess.Popen[bytes]:

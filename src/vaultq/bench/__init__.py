@@ -130,3 +130,36 @@ def runtime_command(
             f"{r.peak_rss_mib:,.0f}",
         )
     Console().print(table)
+
+
+#: ``vaultq bench api`` defaults: seconds measured per endpoint, and concurrent clients.
+API_DEFAULT_SECONDS = 10.0
+API_DEFAULT_CLIENTS = 64
+
+
+@bench_app.command("api")
+def api_command(
+    seconds: Annotated[
+        float, typer.Option(min=0.5, help="Measured seconds per endpoint (after a warm-up).")
+    ] = API_DEFAULT_SECONDS,
+    clients: Annotated[
+        int, typer.Option(min=1, max=1024, help="Concurrent clients, one connection each.")
+    ] = API_DEFAULT_CLIENTS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """`vaultq up` under concurrent clients: POST /jobs beside GET /healthz, rps and latency."""
+    progress = Console(stderr=True, log_path=False)
+    try:
+        # Imported here: its HTTP client, httpx2, is a test-group dependency, not vaultq's.
+        from vaultq.bench import api  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        progress.print(f"vaultq bench api needs {exc.name} (pip install --group test)")
+        raise typer.Exit(1) from exc
+    report = api.run_api_bench(seconds=seconds, clients=clients, on_start=progress.log)
+    if as_json:
+        Console().out(json.dumps(report.to_json(), indent=2), highlight=False)
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=REPORT_WIDTH_CHARS)
+    api.render_report(report, console)

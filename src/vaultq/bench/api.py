@@ -1,0 +1,458 @@
+"""``vaultq bench api``: the HTTP API under concurrent clients, submits beside health checks.
+
+One ``vaultq up`` (one worker process, a fresh data directory, a generated HS256 secret, rate
+limits far above what the run sends) serves both phases. Each client is a task with its own
+keep-alive connection that sends its next request as soon as the last one answers; the first
+part of each phase warms the connections up and is not counted. ``GET /healthz`` runs first,
+while the worker is idle: it is the floor the HTTP stack itself costs. ``POST /jobs`` runs
+second, with the worker draining the jobs it accepts, as ``vaultq up`` would serve them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx2 as httpx
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from rich.console import Console
+
+TARGET_SUBMIT_P95_MS = 25.0
+TARGET_SUBMITS_PER_SECOND = 1_500
+APP_PATH = "vaultq.demo:app"
+_TENANT = "bench"
+_PAYLOAD = {"payload": {"order_id": 1234, "note": "benchmark"}}
+_START_TIMEOUT_SECONDS = 60.0
+_STOP_TIMEOUT_SECONDS = 60.0
+_MAX_WARMUP_SECONDS = 1.0
+_REQUEST_TIMEOUT_SECONDS = 30.0
+# Far above what any run sends (the settings' own maxima), so the limiter never answers 429.
+_RATE_LIMIT_PER_SECOND = "100000"
+_RATE_LIMIT_BURST = "1000000"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointResult:
+    """One phase: requests answered inside the measured window, and their latencies."""
+
+    endpoint: str
+    requests: int
+    errors: int
+    seconds: float
+    requests_per_second: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    #: CPU time over wall time while measuring, in % of one core (200 = both of two cores).
+    client_cpu_percent: float
+    server_cpu_percent: float
+    worker_cpu_percent: float
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiBenchReport:
+    clients: int
+    seconds: float
+    health: EndpointResult
+    submit: EndpointResult
+    environment: dict[str, Any]
+
+    @property
+    def p95_ratio(self) -> float:
+        """Submit p95 ÷ health p95: what a durable submit adds over the bare HTTP stack."""
+        return self.submit.p95_ms / self.health.p95_ms if self.health.p95_ms else 0.0
+
+    @property
+    def throughput_ratio(self) -> float:
+        """Submit requests/s ÷ health requests/s."""
+        health_rps = self.health.requests_per_second
+        return self.submit.requests_per_second / health_rps if health_rps else 0.0
+
+    @property
+    def p95_target_met(self) -> bool:
+        return self.submit.errors == 0 and self.submit.p95_ms < TARGET_SUBMIT_P95_MS
+
+    @property
+    def throughput_target_met(self) -> bool:
+        return self.submit.errors == 0 and (
+            self.submit.requests_per_second >= TARGET_SUBMITS_PER_SECOND
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "clients": self.clients,
+            "seconds": self.seconds,
+            "submit": asdict(self.submit),
+            "health": asdict(self.health),
+            "ratios": {
+                "submit_p95_over_health_p95": self.p95_ratio,
+                "submit_rps_over_health_rps": self.throughput_ratio,
+            },
+            "targets": {
+                "submit_p95_ms_below": TARGET_SUBMIT_P95_MS,
+                "submit_p95_met": self.p95_target_met,
+                "submits_per_second_at_least": TARGET_SUBMITS_PER_SECOND,
+                "submits_per_second_met": self.throughput_target_met,
+            },
+            "environment": self.environment,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Request:
+    endpoint: str
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+
+
+_HEALTH = _Request(endpoint="GET /healthz", method="GET", path="/healthz")
+_SUBMIT = _Request(endpoint="POST /jobs", method="POST", path="/jobs", json=_PAYLOAD)
+
+
+def run_api_bench(
+    *,
+    seconds: float,
+    clients: int,
+    on_start: Callable[[str], None] | None = None,
+) -> ApiBenchReport:
+    """Serve the demo app with ``vaultq up`` and load it for ``seconds`` per endpoint."""
+    say = on_start or (lambda _: None)
+    load_before = _load_average()
+    with (
+        tempfile.TemporaryDirectory(prefix="vaultq-bench-api-") as directory,
+        _served(Path(directory)) as server,
+    ):
+        say(f"vaultq up at {server.base_url} (pid {server.process.pid}), 1 worker")
+        say(f"GET /healthz: {clients} clients for {seconds:g} s")
+        health = asyncio.run(_measure(server, _HEALTH, seconds=seconds, clients=clients))
+        say(f"POST /jobs: {clients} clients for {seconds:g} s")
+        submit = asyncio.run(_measure(server, _SUBMIT, seconds=seconds, clients=clients))
+    return ApiBenchReport(
+        clients=clients,
+        seconds=seconds,
+        health=health,
+        submit=submit,
+        environment={
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average_1min_before": load_before,
+            "load_average_1min_after": _load_average(),
+        },
+    )
+
+
+def render_report(report: ApiBenchReport, console: Console) -> None:
+    console.print(_results_table(report))
+    console.print(_ratios_table(report))
+
+
+def _results_table(report: ApiBenchReport) -> Table:
+    env = report.environment
+    table = Table(
+        title=f"vaultq bench api: {report.clients} clients, {report.seconds:g} s per endpoint",
+        caption=(
+            "One `vaultq up` (1 worker), keep-alive connections, a warm-up not counted. CPU is "
+            "% of one core over the window: the clients (this process), the API process and "
+            f"the worker. {env.get('cpus')} CPUs, 1-minute load average "
+            f"{_number(env.get('load_average_1min_before'))} before, "
+            f"{_number(env.get('load_average_1min_after'))} after; Python {env.get('python')}."
+        ),
+    )
+    table.add_column("endpoint")
+    for name in ("requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(name, justify="right")
+    for name in ("target", "met"):
+        table.add_column(name, justify="center")
+    for name in ("client CPU %", "API CPU %", "worker CPU %"):
+        table.add_column(name, justify="right")
+    submit_target = f"p95 < {TARGET_SUBMIT_P95_MS:g} ms, >= {TARGET_SUBMITS_PER_SECOND:,}/s"
+    submit_met = f"{_met(report.p95_target_met)} / {_met(report.throughput_target_met)}"
+    for result, target, met in (
+        (report.submit, submit_target, submit_met),
+        (report.health, "-", "-"),
+    ):
+        table.add_row(
+            result.endpoint,
+            f"{result.requests:,}",
+            f"{result.errors:,}",
+            f"{result.requests_per_second:,.0f}",
+            f"{result.p50_ms:.1f}",
+            f"{result.p95_ms:.1f}",
+            f"{result.p99_ms:.1f}",
+            target,
+            met,
+            f"{result.client_cpu_percent:.0f}",
+            f"{result.server_cpu_percent:.0f}",
+            f"{result.worker_cpu_percent:.0f}",
+        )
+    return table
+
+
+def _ratios_table(report: ApiBenchReport) -> Table:
+    table = Table(title="ratios")
+    table.add_column("ratio")
+    table.add_column("value", justify="right")
+    table.add_column("reads as")
+    table.add_row(
+        "submit p95 ÷ health p95",
+        f"{report.p95_ratio:.2f}",
+        "what a durable submit adds to the bare HTTP stack's latency",
+    )
+    table.add_row(
+        "submit req/s ÷ health req/s",
+        f"{report.throughput_ratio:.2f}",
+        "the share of the HTTP stack's throughput left for submits",
+    )
+    return table
+
+
+def _met(met: bool) -> str:
+    return "[green]yes[/green]" if met else "[red]NO[/red]"
+
+
+def _number(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Server:
+    base_url: str
+    token: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def _served(directory: Path) -> Iterator[_Server]:
+    """``vaultq up`` on a free port for the span of a ``with`` block; stopped with SIGTERM."""
+    port = _free_port()
+    env = _environment(directory)
+    # The working directory is the fresh data directory, so no .env of the caller is read.
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, this package, constants
+        [sys.executable, "-m", "vaultq", "up", APP_PATH, "--port", str(port), "--workers", "1"],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_until_healthy(base_url, process)
+        yield _Server(base_url=base_url, token=_mint_token(directory, env), process=process)
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    descendants = list(_children(process.pid))
+    if process.poll() is None:
+        # SIGINT, as Ctrl-C would: `vaultq up` then stops its worker. On SIGTERM it exits
+        # without stopping it (uvicorn re-raises the signal before serve()'s `finally`).
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for pid in descendants:
+        # Whatever `vaultq up` left running (only if it could not stop it) is stopped here.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _environment(directory: Path) -> dict[str, str]:
+    # None of the caller's VAULTQ_* settings: an issuer or audience there would refuse the
+    # bench's tokens, and a lower rate limit would answer 429s instead of measuring.
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("VAULTQ_")}
+    return {
+        **inherited,
+        "VAULTQ_URL": f"sqlite:///{directory / 'vaultq.db'}",
+        "VAULTQ_AUTH_HS256_SECRET": secrets.token_urlsafe(48),
+        "VAULTQ_RATE_LIMIT_PER_SECOND": _RATE_LIMIT_PER_SECOND,
+        "VAULTQ_RATE_LIMIT_BURST": _RATE_LIMIT_BURST,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+    with httpx.Client(base_url=base_url, timeout=1.0) as probe:
+        while True:
+            try:
+                if probe.get("/healthz").status_code == httpx.codes.OK:
+                    return
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"vaultq up exited with status {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vaultq up did not answer within {_START_TIMEOUT_SECONDS} s")
+            time.sleep(0.1)
+
+
+def _mint_token(directory: Path, env: dict[str, str]) -> str:
+    # `vaultq token` with the server's secret: the bench knows no more about tokens than a user.
+    command = [sys.executable, "-m", "vaultq", "token", "--tenant", _TENANT, "--role", "producer"]
+    minted = subprocess.run(  # noqa: S603 - this interpreter, this package, constants
+        command, cwd=directory, env=env, capture_output=True, check=True, timeout=60
+    )
+    return minted.stdout.decode().strip()
+
+
+# --- the load -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tally:
+    latencies_seconds: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+
+
+async def _measure(
+    server: _Server, request: _Request, *, seconds: float, clients: int
+) -> EndpointResult:
+    """Requests that complete within ``seconds`` after the warm-up: the window is exact, so
+    requests still in flight when it closes neither count nor stretch it."""
+    warmup_seconds = min(_MAX_WARMUP_SECONDS, seconds / 5)
+    measure_from = time.perf_counter() + warmup_seconds
+    stop_at = measure_from + seconds
+    cpu = _CpuMeter(server.process.pid)
+    samples = asyncio.gather(cpu.sample_at(measure_from), cpu.sample_at(stop_at))
+    tallies = await asyncio.gather(
+        *(
+            _client(server, request, measure_from=measure_from, stop_at=stop_at)
+            for _ in range(clients)
+        )
+    )
+    start_sample, end_sample = await samples
+    client_cpu, server_cpu, worker_cpu = _percent(start_sample, end_sample, seconds)
+    latencies = sorted(latency for tally in tallies for latency in tally.latencies_seconds)
+    statuses: Counter[str] = Counter()
+    for tally in tallies:
+        statuses.update(tally.statuses)
+    errors = sum(count for status, count in statuses.items() if not status.startswith("2"))
+    return EndpointResult(
+        endpoint=request.endpoint,
+        requests=len(latencies),
+        errors=errors,
+        seconds=seconds,
+        requests_per_second=(len(latencies) - errors) / seconds,
+        p50_ms=_percentile_ms(latencies, 50),
+        p95_ms=_percentile_ms(latencies, 95),
+        p99_ms=_percentile_ms(latencies, 99),
+        client_cpu_percent=client_cpu,
+        server_cpu_percent=server_cpu,
+        worker_cpu_percent=worker_cpu,
+        statuses=dict(sorted(statuses.items())),
+    )
+
+
+async def _client(
+    server: _Server, request: _Request, *, measure_from: float, stop_at: float
+) -> _Tally:
+    """One client: one keep-alive connection, the next request as soon as the last answers."""
+    tally = _Tally()
+    async with httpx.AsyncClient(
+        base_url=server.base_url,
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=_REQUEST_TIMEOUT_SECONDS,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+    ) as client:
+        while (sent := time.perf_counter()) < stop_at:
+            try:
+                response = await client.request(request.method, request.path, json=request.json)
+                status = str(response.status_code)
+            except httpx.TransportError as exc:
+                status = type(exc).__name__
+            done = time.perf_counter()
+            if measure_from <= done <= stop_at:
+                tally.latencies_seconds.append(done - sent)
+                tally.statuses[status] += 1
+    return tally
+
+
+def _percentile_ms(sorted_seconds: Sequence[float], percent: int) -> float:
+    """Nearest-rank percentile, in milliseconds; 0 for no samples."""
+    if not sorted_seconds:
+        return 0.0
+    rank = max(1, -(-percent * len(sorted_seconds) // 100))
+    return sorted_seconds[rank - 1] * 1000
+
+
+# --- CPU ------------------------------------------------------------------------------------
+
+
+_CpuSample = tuple[float, float, float]
+
+
+class _CpuMeter:
+    """CPU seconds of this process (the clients), the server and its workers (Linux /proc)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._server_pid = server_pid
+
+    async def sample_at(self, moment: float) -> _CpuSample:
+        await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+        workers = sum(_cpu_seconds(pid) for pid in _children(self._server_pid))
+        return time.process_time(), _cpu_seconds(self._server_pid), workers
+
+
+def _percent(start: _CpuSample, end: _CpuSample, wall_seconds: float) -> _CpuSample:
+    client, server, workers = (
+        100 * (b - a) / wall_seconds for a, b in zip(start, end, strict=True)
+    )
+    return client, server, workers
+
+
+def _children(pid: int) -> Iterator[int]:
+    """Every descendant of ``pid`` (the worker and its handler processes)."""
+    try:
+        direct = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in direct:
+        yield int(child)
+        yield from _children(int(child))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of one process; 0 where /proc is not readable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
