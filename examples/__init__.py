@@ -1,0 +1,1 @@
+"""Runnable vaultq apps, one per seed system (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Seed system 1, private embeddings: sealed uploads in, sealed vectors out."""

@@ -1,0 +1,368 @@
+"""The private-embeddings pipeline: one upload object in, one stored vector per message out.
+
+``process_upload`` is a handler's whole work for one S3 ``ObjectCreated`` record: fetch the
+upload object (``vaultq.client.SealedUpload``), check it lies at its own tenant and job's
+key, unwrap the job's data key with the ``KeyRing``, and then, ``batch_size`` messages at a
+time: open each text in memory, embed, seal each vector (``sealed`` collections) or keep it
+plain (``indexed`` ones), upsert (idempotent per ``(tenant, message_id)``), save the job's
+progress. The data key, the opened texts and the vectors are overwritten when a batch or the
+job ends, also when it fails; the limits of that are ``vaultq.privacy.zeroise``'s.
+
+Sealed vectors (an interim choice, until DESIGN.md's tenant vector keys exist): each
+tenant's vector key is derived on the worker side, HKDF-SHA256 over a worker-held secret
+with ``info = vaultq/v1|vectors|<tenant>``, 64 bytes: an AES-256-GCM key, then a nonce key.
+A sealed vector is the envelope's version-1 format (``0x01 | nonce | ciphertext | tag``, AAD
+``vaultq/v1|tenant|message_id``) over the float32 little-endian bytes, so
+``vaultq.privacy.envelope.open_sealed`` opens it. The nonce is HMAC-SHA256(nonce key,
+AAD and vector) cut to 12 bytes (a synthetic IV): sealing the same vector for the same
+message again gives the same bytes, so reprocessing an upload changes no row, and equal
+ciphertexts reveal only that a message's vector did not change. Whoever holds the secret
+reads every tenant's vectors: it must be kept like the worker keys.
+
+Stored in clear: the tenant, message ids, the collection and ``{"model": <name>}`` metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from vaultq import errors
+from vaultq.client import InvalidUpload, SealedUpload, upload_key
+from vaultq.privacy.envelope import (
+    DATA_KEY_BYTES,
+    FORMAT_VERSION,
+    NONCE_BYTES,
+    bound_context,
+    open_sealed,
+)
+from vaultq.privacy.zeroise import wipe, wiping
+from vaultq.vectors.protocol import MAX_BATCH, MAX_PAGE_SIZE, Mode, VectorItem, validate_id
+from vaultq.vectors.similarity import top_k
+
+try:
+    import numpy as np
+except ImportError as exc:  # pragma: no cover - similarity raised first; kept for clarity
+    raise errors.MissingDependency(
+        "the embeddings pipeline needs NumPy: pip install 'vaultq[embeddings]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from numpy.typing import NDArray
+
+    from vaultq.blobs.protocol import BlobStore
+    from vaultq.embeddings.protocol import EmbeddingProvider
+    from vaultq.privacy.keys import KeyRing
+    from vaultq.runtime.jobs import JobHandle
+    from vaultq.vectors.protocol import Collection, VectorStore
+
+__all__ = [
+    "MIN_VECTOR_SECRET_BYTES",
+    "EmbeddingServices",
+    "MessageResult",
+    "VectorKey",
+    "open_vector",
+    "process_upload",
+    "seal_vector",
+    "search_sealed",
+    "vector_key",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_VECTOR_SECRET_BYTES = 32
+_VECTOR_INFO_PREFIX = b"vaultq/v1|vectors|"
+_FLOAT32 = np.dtype("<f4")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingServices:
+    """What the pipeline needs; build it once per handler process."""
+
+    blobs: BlobStore
+    key_ring: KeyRing
+    provider: EmbeddingProvider
+    vectors: VectorStore
+    #: An existing collection of ``provider.dimension`` dimensions.
+    collection: str
+    #: The worker-held secret that tenant vector keys derive from; sealed collections only.
+    vector_secret: bytes | None = None
+    #: Messages opened and embedded together (the model's batch size is a good choice).
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= MAX_BATCH:
+            raise errors.InvalidSettings(f"batch_size must be 1..{MAX_BATCH}")
+        if self.vector_secret is not None and len(self.vector_secret) < MIN_VECTOR_SECRET_BYTES:
+            raise errors.InvalidSettings(
+                f"a vector secret has at least {MIN_VECTOR_SECRET_BYTES} bytes"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageResult:
+    message_id: str
+    embedding_stored: bool
+    #: The message's share of its batch's time (open, embed, seal, upsert).
+    processing_time_ms: int
+    model: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "embedding_stored": self.embedding_stored,
+            "processing_time_ms": self.processing_time_ms,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VectorKey:
+    """A tenant's vector key in two buffers; ``wipe`` overwrites both."""
+
+    tenant: str
+    encryption_key: bytearray
+    nonce_key: bytearray
+
+    def wipe(self) -> None:
+        wipe(self.encryption_key)
+        wipe(self.nonce_key)
+
+
+def vector_key(secret: bytes | bytearray, *, tenant: str) -> VectorKey:
+    """Derive ``tenant``'s vector key from the worker-held ``secret`` (see the module doc)."""
+    if len(secret) < MIN_VECTOR_SECRET_BYTES:
+        raise errors.InvalidSettings(
+            f"a vector secret has at least {MIN_VECTOR_SECRET_BYTES} bytes"
+        )
+    info = _VECTOR_INFO_PREFIX + validate_id("tenant", tenant).encode()
+    # HKDF returns immutable bytes: the two copies below are the ones vaultq can wipe.
+    derived = HKDF(algorithm=hashes.SHA256(), length=2 * DATA_KEY_BYTES, salt=None, info=info)
+    material = derived.derive(bytes(secret))
+    return VectorKey(
+        tenant,
+        bytearray(material[:DATA_KEY_BYTES]),
+        bytearray(material[DATA_KEY_BYTES:]),
+    )
+
+
+def seal_vector(key: VectorKey, *, message_id: str, vector: NDArray[np.float32]) -> bytes:
+    """Seal one float32 vector for one message of the key's tenant, deterministically."""
+    aad = bound_context(tenant=key.tenant, object_id=message_id)
+    plain = np.ascontiguousarray(vector, dtype=_FLOAT32).data.cast("B")
+    mac = hmac.new(key.nonce_key, len(aad).to_bytes(4, "big") + aad, hashlib.sha256)
+    mac.update(plain)
+    nonce = mac.digest()[:NONCE_BYTES]
+    return bytes((FORMAT_VERSION,)) + nonce + AESGCM(key.encryption_key).encrypt(nonce, plain, aad)
+
+
+def open_vector(key: VectorKey, *, message_id: str, sealed: bytes) -> NDArray[np.float32]:
+    """Open a sealed vector; ``DecryptionFailed`` when it does not authenticate."""
+    plain = open_sealed(key.encryption_key, tenant=key.tenant, message_id=message_id, sealed=sealed)
+    with wiping(plain):
+        return np.frombuffer(plain, dtype=_FLOAT32).copy()
+
+
+def search_sealed(
+    vectors: VectorStore,
+    collection: str,
+    *,
+    key: VectorKey,
+    query_vector: Sequence[float] | NDArray[np.float32],
+    k: int = 10,
+) -> list[tuple[str, float]]:
+    """Exact cosine top ``k`` of the key's tenant's sealed vectors, opened in memory:
+    ``(message_id, score)``, best first. Reads the tenant's whole collection."""
+    ids: list[str] = []
+    rows: list[NDArray[np.float32]] = []
+    cursor: str | None = None
+    while True:
+        page = vectors.sealed_items(
+            collection, tenant=key.tenant, limit=MAX_PAGE_SIZE, cursor=cursor
+        )
+        for item in page.items:
+            ids.append(item.message_id)
+            rows.append(open_vector(key, message_id=item.message_id, sealed=item.sealed_vector))
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    if not rows:
+        return []
+    matrix = np.stack(rows)
+    try:
+        return [(ids[row], score) for row, score in top_k(matrix, np.asarray(query_vector), k)]
+    finally:
+        matrix.fill(0)
+        for row in rows:
+            row.fill(0)
+
+
+def process_upload(
+    services: EmbeddingServices,
+    record: Mapping[str, Any],
+    *,
+    job: JobHandle | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[dict[str, Any]]:
+    """Embed every message of the upload an S3 ``ObjectCreated`` ``record`` names; one
+    result per message, in upload order. Raises ``InvalidUpload``, ``DecryptionFailed`` or
+    ``UnknownKeyId`` (each with a ``failure_reason``) without having stored anything for
+    the failing batch; earlier batches stay stored (upserts are idempotent, so a retry
+    simply does them again)."""
+    bucket, key = object_of(record)
+    data, _info = services.blobs.get(bucket, key)
+    upload = SealedUpload.from_json(data)
+    if key != upload_key(tenant=upload.tenant, job_id=upload.job_id):
+        raise InvalidUpload("the upload object lies at another tenant's or job's key")
+    collection = services.vectors.collection(services.collection)
+    total = len(upload.messages)
+    results: list[MessageResult] = []
+    unwrapped = services.key_ring.unwrap(
+        upload.wrapped_key, tenant=upload.tenant, job_id=upload.job_id
+    )
+    with wiping(unwrapped) as data_key, _vector_key_for(services, collection, upload) as vkey:
+        for start in range(0, total, services.batch_size):
+            batch = upload.messages[start : start + services.batch_size]
+            results += _process_batch(
+                services,
+                collection=collection,
+                tenant=upload.tenant,
+                batch=batch,
+                data_key=data_key,
+                vkey=vkey,
+                clock=clock,
+            )
+            if job is not None:
+                job.save_progress(
+                    len(results) / total,
+                    stage="embedding",
+                    checkpoint={"messages_done": len(results), "messages_total": total},
+                )
+            log.info("job %s: %d of %d messages embedded", upload.job_id, len(results), total)
+    return [result.as_dict() for result in results]
+
+
+def object_of(record: Mapping[str, Any]) -> tuple[str, str]:
+    """``(bucket, key)`` of an S3 ``ObjectCreated`` event record; ``InvalidUpload`` for any
+    other record."""
+    try:
+        if record["eventSource"] != "aws:s3" or not str(record["eventName"]).startswith(
+            "ObjectCreated:"
+        ):
+            raise InvalidUpload("the record is not an S3 ObjectCreated event")
+        return str(record["s3"]["bucket"]["name"]), unquote_plus(record["s3"]["object"]["key"])
+    except (KeyError, TypeError):
+        raise InvalidUpload("the record is not an S3 event record") from None
+
+
+def records_of(sqs_record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The S3 event records an SQS record's body carries (none for S3's test event)."""
+    try:
+        body = json.loads(sqs_record["body"])
+        found: list[dict[str, Any]] = body.get("Records", [])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise InvalidUpload("the SQS record does not carry an S3 event") from None
+    return found
+
+
+@contextmanager
+def _vector_key_for(
+    services: EmbeddingServices, collection: Collection, upload: SealedUpload
+) -> Iterator[VectorKey | None]:
+    if collection.mode is not Mode.SEALED:
+        yield None
+        return
+    if services.vector_secret is None:
+        raise errors.InvalidSettings(f"sealed collection {collection.name} needs a vector secret")
+    key = vector_key(services.vector_secret, tenant=upload.tenant)
+    try:
+        yield key
+    finally:
+        key.wipe()
+
+
+def _process_batch(
+    services: EmbeddingServices,
+    *,
+    collection: Collection,
+    tenant: str,
+    batch: Sequence[Any],
+    data_key: bytearray,
+    vkey: VectorKey | None,
+    clock: Callable[[], float],
+) -> list[MessageResult]:
+    started = clock()
+    vectors = _embed_batch(services.provider, tenant, batch, data_key)
+    try:
+        items = [
+            _item(tenant, message.message_id, row, vkey, services.provider.name)
+            for message, row in zip(batch, vectors, strict=True)
+        ]
+        services.vectors.upsert(collection.name, items)
+    finally:
+        vectors.fill(0)
+    share_ms = int((clock() - started) * 1000 / len(batch))
+    return [
+        MessageResult(
+            message_id=message.message_id,
+            embedding_stored=True,
+            processing_time_ms=share_ms,
+            model=services.provider.name,
+        )
+        for message in batch
+    ]
+
+
+def _embed_batch(
+    provider: EmbeddingProvider, tenant: str, batch: Sequence[Any], data_key: bytearray
+) -> NDArray[np.float32]:
+    opened: list[bytearray] = []
+    try:
+        for message in batch:
+            opened.append(
+                open_sealed(
+                    data_key, tenant=tenant, message_id=message.message_id, sealed=message.sealed
+                )
+            )
+        # The provider takes str, which Python cannot wipe: these copies live until collected.
+        return provider.embed([_text(buffer) for buffer in opened])
+    finally:
+        for buffer in opened:
+            wipe(buffer)
+
+
+def _text(buffer: bytearray) -> str:
+    try:
+        return buffer.decode("utf-8")
+    except UnicodeDecodeError:
+        # The decode error quotes a byte of the text: raise one that does not.
+        raise InvalidUpload("a sealed text is not UTF-8") from None
+
+
+def _item(
+    tenant: str,
+    message_id: str,
+    row: NDArray[np.float32],
+    vkey: VectorKey | None,
+    model: str,
+) -> VectorItem:
+    metadata = {"model": model}
+    if vkey is None:
+        return VectorItem(
+            tenant=tenant, message_id=message_id, vector=row.tolist(), metadata=metadata
+        )
+    sealed = seal_vector(vkey, message_id=message_id, vector=row)
+    return VectorItem(tenant=tenant, message_id=message_id, sealed_vector=sealed, metadata=metadata)
