@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultq import errors
+from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
 from vaultq.vectors.protocol import (
     DEFAULT_PAGE_SIZE,
@@ -51,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - similarity raised first; kept f
     ) from exc
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Iterator, Sequence
 
     from numpy.typing import NDArray
@@ -247,36 +247,20 @@ class EmbeddedVectors:
     # -- plumbing -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        with self._translate_errors():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-        return conn
+        return _sqlite.connect(
+            self.path, synchronous="FULL", busy_timeout_seconds=self._busy_timeout_ms / 1000
+        )
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._translate_errors():
-            conn = self._write_conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return _sqlite.transaction(self._write_conn, self._write_lock)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._read_lock, self._translate_errors():
             yield self._read_conn
 
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise errors.BackendUnavailable(f"sqlite: {exc}") from exc
+    def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
+        return _sqlite.translate_errors()
 
 
 def _version(conn: sqlite3.Connection, params: dict[str, str]) -> int:
