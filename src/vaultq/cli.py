@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import asdict
@@ -37,7 +38,7 @@ from vaultq.queues.protocol import (
     SendEntry,
 )
 from vaultq.runtime.worker import Worker
-from vaultq.wiring import load_settings, open_jobs, open_metrics, open_queues
+from vaultq.wiring import load_settings, open_blobs, open_jobs, open_metrics, open_queues
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -536,6 +537,103 @@ def token(
         ),
         highlight=False,
     )
+
+
+# -- private data -------------------------------------------------------------------------------
+
+keys_app = typer.Typer(help="Worker keys for encrypted uploads.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def generate_keys(
+    private_key_file: Annotated[
+        Path, typer.Argument(help="Where to write the private key (created, mode 0600).")
+    ],
+) -> None:
+    """Make a worker key pair: the private key goes to a new file (give its contents to the
+    workers as VAULTQ_WORKER_KEYS); the key id and public key are printed as JSON."""
+    from vaultq.privacy.keys import generate_worker_key  # noqa: PLC0415
+
+    key = generate_worker_key()
+    try:
+        descriptor = os.open(private_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise errors.InvalidParameterValue(
+            f"cannot create {private_key_file}: {exc.strerror}"
+        ) from None
+    with os.fdopen(descriptor, "w") as file:
+        file.write(base64.b64encode(key.private_key).decode() + "\n")
+    _emit_json({"key_id": key.key_id, "public_key": base64.b64encode(key.public_key).decode()})
+
+
+@app.command("embed")
+def embed(
+    messages_file: Annotated[
+        Path, typer.Argument(help='JSON lines of {"id": ..., "text": ...}; - reads stdin.')
+    ],
+    *,
+    public_key: Annotated[str, typer.Option(help="The workers' public key (base64).")],
+    tenant: Annotated[str, typer.Option(help="The tenant the messages belong to.")],
+    app_path: Annotated[
+        str, typer.Option("--app", help="The app whose bucket notifications to fire.")
+    ] = "examples.private_embeddings.app:app",
+    bucket: Annotated[str, typer.Option(help="The bucket to upload into.")] = "messages",
+    url: UrlOption = None,
+) -> None:
+    """Encrypt messages on this machine and upload them as one job; prints the job id.
+    Texts never leave this process unencrypted."""
+    from vaultq.client import upload_messages  # noqa: PLC0415
+
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    target = load_app(app_path)
+    messages = _read_messages(messages_file)
+    with _queues(url) as queues:
+        blobs = open_blobs(url, notifier=target.notifier(queues))
+        try:
+            target.provision(queues, blobs)
+            receipt = upload_messages(
+                blobs,
+                messages,
+                bucket=bucket,
+                tenant=tenant,
+                public_key=_base64(public_key, "--public-key"),
+            )
+        finally:
+            blobs.close()
+    _emit_json(
+        {
+            "job_id": receipt.job_id,
+            "messages": receipt.message_count,
+            "object_key": receipt.object_key,
+        }
+    )
+
+
+def _read_messages(path: Path) -> list[tuple[str, str]]:
+    text = _read_stdin() if str(path) == "-" else path.read_text(encoding="utf-8")
+    messages = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            messages.append((str(entry["id"]), str(entry["text"])))
+        except (ValueError, KeyError, TypeError):
+            raise errors.InvalidParameterValue(
+                f"line {number} is not a JSON object with id and text"
+            ) from None
+    if not messages:
+        raise errors.InvalidParameterValue("no messages to embed")
+    return messages
+
+
+def _base64(value: str, option: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise errors.InvalidParameterValue(f"{option} is not base64") from None
 
 
 # -- helpers ----------------------------------------------------------------------------------

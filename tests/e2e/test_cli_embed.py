@@ -1,0 +1,96 @@
+"""`vaultq keys generate` and `vaultq embed`, end to end with a real worker process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vaultq import errors
+from vaultq.vectors.embedded import EmbeddedVectors
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def vaultq(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vaultq", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) -> None:
+    env = {**os.environ, "VAULTQ_URL": f"sqlite:///{tmp_path}/vaultq.db"}
+    generated = vaultq("keys", "generate", str(tmp_path / "worker.key"), env=env)
+    assert generated.returncode == 0, generated.stderr
+    public = json.loads(generated.stdout)
+    assert oct((tmp_path / "worker.key").stat().st_mode & 0o777) == "0o600"
+    lines = "\n".join(
+        json.dumps({"id": f"m{i}", "text": f"secret note number {i}"}) for i in range(3)
+    )
+
+    embedded = vaultq(
+        "embed", "-", "--tenant", "acme", "--public-key", public["public_key"], env=env, stdin=lines
+    )
+
+    assert embedded.returncode == 0, embedded.stderr
+    assert json.loads(embedded.stdout)["messages"] == 3
+    worker_env = {**env, "VAULTQ_WORKER_KEYS": (tmp_path / "worker.key").read_text()}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "vaultq", "worker", "examples.private_embeddings.app:app"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    vectors = EmbeddedVectors(tmp_path / "vectors.db")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            # The worker creates the collection when its first event arrives.
+            with contextlib.suppress(errors.CollectionNotFound):
+                if vectors.count("message_embeddings", tenant="acme") == 3:
+                    break
+            time.sleep(0.5)
+        assert vectors.count("message_embeddings", tenant="acme") == 3
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        vectors.close()
+
+
+def test_embed_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "VAULTQ_URL": f"sqlite:///{tmp_path}/vaultq.db"}
+
+    not_json = vaultq(
+        "embed", "-", "--tenant", "acme", "--public-key", "AAAA", env=env, stdin="not json\n"
+    )
+    bad_key = vaultq(
+        "embed",
+        "-",
+        "--tenant",
+        "acme",
+        "--public-key",
+        "%%%",
+        env=env,
+        stdin='{"id": "a", "text": "b"}\n',
+    )
+
+    assert not_json.returncode == bad_key.returncode == 1
+    assert not_json.stderr.strip() == (
+        "error: InvalidParameterValue: line 1 is not a JSON object with id and text"
+    )
+    assert bad_key.stderr.strip().startswith("error: ")
+    assert "\n" not in bad_key.stderr.strip()
