@@ -59,7 +59,8 @@ def services() -> EmbeddingServices:
     )
 
 
-@app.handler(queue=QUEUE, batch_size=1, timeout_seconds=300)
+# One handler process per worker: each holds its own copy of the model (~600 MB).
+@app.handler(queue=QUEUE, batch_size=1, timeout_seconds=300, max_concurrency=1)
 def embed_uploads(event: dict[str, Any], context: Any) -> None:
     """Tampered or malformed uploads go to the dead-letter queue at once (no retry changes
     authenticated bytes); an unknown key id is retried, since a key rotation may be under
