@@ -5,6 +5,8 @@ import os
 import pytest
 from hypothesis import settings
 
+pytest_plugins = ["tests.aws_server"]
+
 CI = os.environ.get("CI") == "true"
 
 # In CI, property tests replay the same examples every run: a new failure is found locally
