@@ -4,14 +4,15 @@ write transaction, and turn driver errors into vaultq's."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from vaultq import errors
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Iterator
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -32,6 +33,21 @@ def connect(
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
     return conn
+
+
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def write_lock(path: str | Path) -> threading.Lock:
+    """The lock every writer of the database at ``path`` in this process takes.
+
+    SQLite lets one connection write at a time and makes the others wait in its busy
+    handler, which sleeps up to 100 ms per try: stores of one process that share a file
+    queue on this lock instead, and only other processes ever meet SQLite's."""
+    key = os.path.realpath(path)
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.Lock())
 
 
 @contextlib.contextmanager

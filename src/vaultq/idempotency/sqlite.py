@@ -53,7 +53,7 @@ class SqliteIdempotency:
             raise errors.BackendUnavailable(f"cannot use {self.path}: {exc.strerror}") from exc
         self._write_conn = self._connect()
         self._read_conn = self._connect()
-        self._write_lock = threading.Lock()
+        self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
         self._last_sweep = 0.0
         with self._translate_errors():

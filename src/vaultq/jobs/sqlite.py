@@ -66,7 +66,7 @@ class SqliteJobs:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_conn = self._connect()
         self._read_conn = self._connect()
-        self._write_lock = threading.Lock()
+        self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
         with self._translate_errors():
             self._write_conn.executescript(_SQL["schema"])

@@ -64,7 +64,7 @@ class SqliteMetrics:
             raise errors.BackendUnavailable(f"cannot use {self.path}: {exc.strerror}") from exc
         self._write_conn = self._connect()
         self._read_conn = self._connect()
-        self._write_lock = threading.Lock()
+        self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
         self._last_sweep_ms: int | None = None
         with self._translate_errors():

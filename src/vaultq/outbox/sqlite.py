@@ -25,7 +25,7 @@ class SqliteOutbox:
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = _sqlite.write_lock(self.path)
         self._conn = _sqlite.connect(self.path, synchronous="FULL")
         with _sqlite.translate_errors():
             self._conn.executescript(_SQL["schema"])

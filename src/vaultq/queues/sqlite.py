@@ -119,7 +119,7 @@ class SqliteQueues:
         self._read_conn = self._connect("NORMAL")
         with self._translate_errors():
             self._send_conn.executescript(_SQL["schema"])
-        self._write_lock = threading.Lock()
+        self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
         self._pending_cond = threading.Condition(threading.Lock())
         self._committing = False

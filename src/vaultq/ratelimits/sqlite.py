@@ -71,7 +71,7 @@ class SqliteRateLimiter:
         except OSError as exc:
             raise errors.BackendUnavailable(f"cannot use {self.path}: {exc.strerror}") from exc
         self._conn = self._connect()
-        self._lock = threading.Lock()
+        self._lock = _sqlite.write_lock(self.path)
         self._known: dict[str, BucketState] = {}
         self._next_sweep_ms = 0
         with self._translate_errors():
