@@ -23,7 +23,7 @@ REGION = "us-east-1"
 #: moto accepts any credentials; these keep boto3 from looking for real ones.
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fixed test credential
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": REGION,
 }
 

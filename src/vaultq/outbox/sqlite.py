@@ -4,7 +4,6 @@ survive a power cut as the job does)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING

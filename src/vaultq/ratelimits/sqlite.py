@@ -23,7 +23,6 @@ goes through the database.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
