@@ -19,9 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from vaultq import errors
 from vaultq.blobs.notifications import BucketNotification, QueueNotifier, check_configurations
 from vaultq.blobs.protocol import validate_bucket_name
+from vaultq.observe.alarms import (
+    Alarm,
+    AlarmMetric,
+    Comparison,
+    MetricKind,
+    MissingData,
+    Webhook,
+    member_of,
+)
 from vaultq.queues.protocol import (
     MAX_RETENTION_SECONDS,
     QueueAttributes,
@@ -41,6 +52,19 @@ MAX_BATCH_SIZE = 10_000
 MAX_BATCHING_WINDOW_SECONDS = 300
 MAX_TIMEOUT_SECONDS = 900
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ROUTE_PATH = re.compile(r"^(/[a-z0-9][a-z0-9_-]{0,63}){1,4}$")
+#: First path segments the API's own routes use.
+_RESERVED_SEGMENTS = frozenset(
+    {"jobs", "status", "queues", "blobs", "signed", "healthz", "readyz", "metrics", "docs"}
+    | {"redoc", "openapi.json", "alarms"}
+)
+_FILE_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+_GROUP = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+#: The multipart part holding a job route's JSON body.
+BODY_FIELD = "body"
+#: How long an equal submission counts as a duplicate: SQS's deduplication interval.
+DEDUPLICATION_SECONDS = 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,18 +134,81 @@ class HandlerSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobSubmissions:
-    """Where ``POST /jobs`` sends the jobs it accepts, and what it promises about them."""
+class FileField:
+    """A file a job route takes as one part of a ``multipart/form-data`` request."""
 
+    name: str
+    required: bool = True
+    #: The part's declared media types that are accepted; empty accepts any.
+    content_types: tuple[str, ...] = ()
+    #: At most this many bytes; None: the server's blob limit.
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _FILE_FIELD.fullmatch(self.name) or self.name == BODY_FIELD:
+            raise errors.InvalidParameterValue(f"invalid file field name {self.name!r}")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise errors.InvalidParameterValue("a file's max_bytes must be at least 1")
+        for media_type in self.content_types:
+            if not _MEDIA_TYPE.fullmatch(media_type):
+                raise errors.InvalidParameterValue(
+                    f"{media_type!r} is not a lower-case type/subtype media type"
+                )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRoute:
+    """``POST <path>``: what a job submission carries, where its message goes, and what the
+    route promises about it."""
+
+    path: str
     queue: str
+    #: The JSON body's model; None takes ``{"payload": <any JSON>, "client_id"?}``.
+    body: type[BaseModel] | None = None
+    #: With files the request is multipart: the files, and the body as JSON in field ``body``.
+    files: tuple[FileField, ...] = ()
+    #: Where the files are stored, under ``jobs/<tenant>/<client>/<job_id>/``.
+    bucket: str | None = None
+    #: A FIFO queue's one message group; None: one group per tenant and client.
+    message_group: str | None = None
+    #: A submission equal to one accepted within ``DEDUPLICATION_SECONDS`` answers with the
+    #: job that one created instead of making another.
+    deduplicate: bool = False
     estimated_time_seconds: int = 60
     ttl_seconds: int = 30 * 24 * 60 * 60
 
     def __post_init__(self) -> None:
+        if not _ROUTE_PATH.fullmatch(self.path) or (
+            self.path != "/jobs" and self.path.split("/")[1] in _RESERVED_SEGMENTS
+        ):
+            raise errors.InvalidParameterValue(f"{self.path!r} cannot be a job route")
+        if self.body is not None:
+            _check_body_model(self.body)
+        if self.files and self.bucket is None:
+            raise errors.InvalidParameterValue("a job route with files needs a bucket")
+        if len({file.name for file in self.files}) != len(self.files):
+            raise errors.InvalidParameterValue("a job route's file fields need distinct names")
+        if self.message_group is not None and not _GROUP.fullmatch(self.message_group):
+            raise errors.InvalidParameterValue(f"invalid message group {self.message_group!r}")
         if not 0 <= self.estimated_time_seconds <= 86_400:
             raise errors.InvalidParameterValue("estimated_time_seconds must be 0..86400")
         if not 60 <= self.ttl_seconds <= 366 * 86_400:
             raise errors.InvalidParameterValue("ttl_seconds must be 60 s..366 days")
+
+    @property
+    def multipart(self) -> bool:
+        return bool(self.files)
+
+
+def _check_body_model(model: type[BaseModel]) -> None:
+    """Unknown fields are refused: a typo must fail the request, not vanish from the job."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise errors.InvalidParameterValue("a job route's body is a pydantic model class")
+    if model.model_config.get("extra") != "forbid":
+        raise errors.InvalidParameterValue(
+            f"{model.__name__} must refuse unknown fields: model_config = "
+            "ConfigDict(extra='forbid')"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,7 +235,9 @@ class App:
         self.queues: dict[str, QueueSpec] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.buckets: dict[str, tuple[BucketNotification, ...]] = {}
-        self.job_submissions: JobSubmissions | None = None
+        self.alarms: dict[str, Alarm] = {}
+        #: ``POST`` routes that create jobs, by path.
+        self.job_routes: dict[str, JobRoute] = {}
 
     def queue(
         self,
@@ -187,14 +276,48 @@ class App:
         return name
 
     def accept_jobs(
-        self, *, queue: str, estimated_time_seconds: int = 60, ttl_seconds: int = 30 * 86_400
-    ) -> None:
-        """Let ``POST /jobs`` create jobs whose messages go to ``queue``."""
-        if queue not in self.queues:
+        self,
+        *,
+        queue: str,
+        path: str = "/jobs",
+        body: type[BaseModel] | None = None,
+        files: Sequence[FileField | str] = (),
+        bucket: str | None = None,
+        message_group: str | None = None,
+        deduplicate: bool | None = None,
+        estimated_time_seconds: int = 60,
+        ttl_seconds: int = 30 * 86_400,
+    ) -> JobRoute:
+        """Let ``POST <path>`` create jobs whose messages go to ``queue``.
+
+        ``body`` (a pydantic model refusing unknown fields) validates the request, and its
+        JSON dump is the job's payload; ``files`` (names or ``FileField``) make the request
+        multipart and are stored in ``bucket``. ``deduplicate`` defaults to the queue's
+        content-based deduplication."""
+        spec = self.queues.get(queue)
+        if spec is None:
             raise errors.InvalidParameterValue(f"jobs go to undeclared queue {queue!r}")
-        self.job_submissions = JobSubmissions(
-            queue=queue, estimated_time_seconds=estimated_time_seconds, ttl_seconds=ttl_seconds
+        if path in self.job_routes:
+            raise errors.InvalidParameterValue(f"job route {path!r} is declared twice")
+        if bucket is not None and bucket not in self.buckets:
+            raise errors.InvalidParameterValue(f"jobs store files in undeclared bucket {bucket!r}")
+        if message_group is not None and not spec.attributes.fifo:
+            raise errors.InvalidParameterValue("a message group needs a FIFO queue")
+        route = JobRoute(
+            path=path,
+            queue=queue,
+            body=body,
+            files=tuple(FileField(name=f) if isinstance(f, str) else f for f in files),
+            bucket=bucket,
+            message_group=message_group,
+            deduplicate=(
+                spec.attributes.content_based_deduplication if deduplicate is None else deduplicate
+            ),
+            estimated_time_seconds=estimated_time_seconds,
+            ttl_seconds=ttl_seconds,
         )
+        self.job_routes[path] = route
+        return route
 
     def notifier(self, queues: QueueBackend) -> QueueNotifier:
         """The notifier a blob store needs to deliver this app's upload events."""
@@ -246,11 +369,57 @@ class App:
                 f"handler {spec.name!r} reads undeclared queue {spec.mapping.queue!r}"
             )
 
+    def alarm(
+        self,
+        name: str,
+        *,
+        metric: AlarmMetric,
+        threshold: float,
+        comparison: Comparison | str = Comparison.GREATER_OR_EQUAL,
+        period_seconds: int = 60,
+        missing_data: MissingData | str = MissingData.MISSING,
+        description: str = "",
+        webhooks: Sequence[Webhook] = (),
+    ) -> str:
+        """Declare an alarm on a metric of ``vaultq.observe.alarms`` (``dlq_depth``,
+        ``oldest_message_age_seconds``, ``handler_errors``, ``api_errors``) over this app's
+        declared queues and handlers; ``vaultq up`` evaluates it. Returns its name::
+
+            app.alarm("orders-dead-letters", metric=dlq_depth("orders"), threshold=1)
+        """
+        if name in self.alarms:
+            raise errors.InvalidParameterValue(f"alarm {name!r} is declared twice")
+        self._check_alarm_metric(name, metric)
+        self.alarms[name] = Alarm(
+            name=name,
+            metric=metric,
+            threshold=threshold,
+            comparison=member_of(Comparison, comparison),
+            period_seconds=period_seconds,
+            missing_data=member_of(MissingData, missing_data),
+            description=description,
+            webhooks=tuple(webhooks),
+        )
+        return name
+
+    def _check_alarm_metric(self, name: str, metric: AlarmMetric) -> None:
+        dead_letter_queues = {s.dead_letter_queue for s in self.queues.values()}
+        if metric.kind is MetricKind.DLQ_DEPTH and (
+            metric.queue not in self.queues or self.queues[metric.queue].dead_letter is None
+        ):
+            raise errors.InvalidParameterValue(
+                f"alarm {name!r} watches {metric.queue!r}, not a declared queue with a DLQ"
+            )
+        if metric.queue is not None and metric.queue not in {*self.queues, *dead_letter_queues}:
+            raise errors.InvalidParameterValue(f"alarm {name!r} watches undeclared queue")
+        if metric.handler is not None and metric.handler not in self.handlers:
+            raise errors.InvalidParameterValue(
+                f"alarm {name!r} watches undeclared handler {metric.handler!r}"
+            )
+
     def provision(self, queues: QueueBackend, blobs: BlobStore | None = None) -> None:
-        """Create every declared queue (dead-letter queues first) and bucket; idempotent."""
-        if blobs is not None:
-            for bucket in self.buckets:
-                blobs.create_bucket(bucket)
+        """Create every declared queue (dead-letter queues first), then every bucket (S3
+        refuses a notification to a queue that does not exist yet); idempotent."""
         for spec in self.queues.values():
             dlq = spec.dead_letter_queue
             attributes = spec.attributes
@@ -270,6 +439,9 @@ class App:
                     ),
                 )
             queues.create_queue(spec.name, attributes)
+        if blobs is not None:
+            for bucket in self.buckets:
+                blobs.create_bucket(bucket)
 
 
 def load_app(path: str) -> App:

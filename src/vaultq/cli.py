@@ -29,6 +29,7 @@ from rich.text import Text
 from vaultq import errors
 from vaultq.app import load_app
 from vaultq.bench import bench_app
+from vaultq.deploy.commands import deploy_app
 from vaultq.queues.protocol import (
     MessageAttribute,
     OutgoingMessage,
@@ -43,6 +44,7 @@ from vaultq.wiring import load_settings, open_blobs, open_jobs, open_metrics, op
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from vaultq.observe.alarms import AlarmStore, AlarmTransition
     from vaultq.queues.protocol import DeadLetterRecord, QueueStats, ReceivedMessage
 
 app = typer.Typer(
@@ -59,6 +61,7 @@ dlq_app = typer.Typer(
 app.add_typer(queue_app, name="queue")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(bench_app, name="bench")
+app.add_typer(deploy_app, name="deploy")
 
 AppPath = Annotated[str, typer.Argument(help="The app, as module:attribute.", show_default=False)]
 
@@ -440,6 +443,84 @@ def dlq_redrive(
         _emit_json({"moved": moved})
     else:
         _out.out(f"moved {_messages(moved)}")
+
+
+# -- alarms -----------------------------------------------------------------------------------
+
+alarms_app = typer.Typer(
+    help="Alarm states and history, as `vaultq up` evaluated them.", no_args_is_help=True
+)
+app.add_typer(alarms_app, name="alarms")
+_STATE_STYLES = {"OK": "green", "ALARM": "bold red", "INSUFFICIENT_DATA": "yellow"}
+
+
+@alarms_app.command("list")
+def alarms_list(*, as_json: JsonFlag = False, url: UrlOption = None) -> None:
+    """List every evaluated alarm: its state, since when, and why."""
+    with _alarm_store(url) as store:
+        rows = [_transition_row(entry) for entry in store.latest().values()]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("alarm", "state", "since", "reason")
+    for row in rows:
+        table.add_row(Text(row["alarm"]), _state_text(row["state"]), row["at"], Text(row["reason"]))
+    _out.print(table)
+
+
+@alarms_app.command("history")
+def alarms_history(
+    name: Annotated[str, typer.Argument(help="The alarm.", show_default=False)],
+    *,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help="Show the latest N changes (1-1000).")
+    ] = 20,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Show an alarm's changes of state, newest first."""
+    with _alarm_store(url) as store:
+        rows = [_transition_row(entry) for entry in store.history(name, limit=limit)]
+    if not rows:
+        raise errors.AlarmNotFound(f"no alarm named {name!r} has been evaluated")
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("at", "from", "to", "reason", title=name)
+    for row in rows:
+        old = row["old_state"]
+        table.add_row(
+            row["at"], _state_text(old) if old else "-", _state_text(row["state"]), row["reason"]
+        )
+    _out.print(table)
+
+
+@contextlib.contextmanager
+def _alarm_store(url: str | None) -> Iterator[AlarmStore]:
+    from vaultq.wiring import open_alarms  # noqa: PLC0415 - kept beside the commands using it
+
+    store = open_alarms(url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _transition_row(entry: AlarmTransition) -> dict[str, Any]:
+    at = datetime.fromtimestamp(entry.at_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+    return {
+        "alarm": entry.alarm,
+        "state": entry.new_state.value,
+        "old_state": None if entry.old_state is None else entry.old_state.value,
+        "reason": entry.reason,
+        "value": entry.value,
+        "at": at,
+        "at_ms": entry.at_ms,
+    }
+
+
+def _state_text(state: str) -> Text:
+    return Text(state, style=_STATE_STYLES.get(state, ""))
 
 
 # -- worker -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from vaultq.app import App, DeadLetterQueue
 from vaultq.blobs import BucketNotification
+from vaultq.observe.alarms import dlq_depth
 from vaultq.runtime import NonRetryableError, job_of
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,13 @@ app.queue("demo-jobs", visibility_timeout_seconds=60, dead_letter=DeadLetterQueu
 app.accept_jobs(queue="demo-jobs", estimated_time_seconds=2)
 app.queue("demo-uploads", visibility_timeout_seconds=60, dead_letter=DeadLetterQueue())
 app.bucket("demo-uploads", notifications=[BucketNotification("demo-uploads")])
+for watched in ("demo-jobs", "demo-uploads"):
+    app.alarm(
+        f"{watched}-dead-letters",
+        metric=dlq_depth(watched),
+        threshold=1,
+        description=f"a message of {watched} failed every attempt and waits in its DLQ",
+    )
 
 
 @app.handler(queue="demo-jobs", batch_size=1, timeout_seconds=30)

@@ -136,6 +136,12 @@ class JobNotFound(VaultqError):
     code = "JobNotFound"
 
 
+class AlarmNotFound(VaultqError):
+    """The app declares no alarm of that name."""
+
+    code = "AlarmNotFound"
+
+
 class JobAlreadyExists(VaultqError):
     """A live job already has that key."""
 
@@ -219,6 +225,19 @@ class IdempotencyKeyError(InvalidParameterValue):
     is not JSON."""
 
     code = "IdempotencyKeyError"
+
+
+class IdempotencyKeyMismatch(InvalidParameterValue):
+    """An idempotency key reused, within its window, for a request that differs from the
+    one that first used it."""
+
+    code = "IdempotencyKeyMismatch"
+
+
+class UnsupportedMediaType(InvalidParameterValue):
+    """A request or one of its parts has a media type the operation does not take."""
+
+    code = "UnsupportedMediaType"
 
 
 class IdempotencyResultNotStorable(InvalidParameterValue):

@@ -5,11 +5,11 @@ Authentication has its own settings (``VAULTQ_AUTH_*``, see ``vaultq.api.auth``)
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_URL = "sqlite:///.vaultq/vaultq.db"
-SCHEMES = ("sqlite",)
+SCHEMES = ("sqlite", "aws")
 
 
 class Settings(BaseSettings):
@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     )
 
     #: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with an optional
-    #: ``?durability=process`` to trade power-loss safety for send speed.
+    #: ``?durability=process`` to trade power-loss safety for send speed; or
+    #: ``aws://?region=R[&endpoint_url=U][&jobs_table=T][&state=sqlite:///...]`` for SQS, S3 and
+    #: DynamoDB (``state`` names the embedded database for per-deployment local state).
     url: str = Field(default=DEFAULT_URL)
     #: With the queue disabled the API still accepts jobs; they wait, ``queued``, in the
     #: outbox until the queue is enabled again.
@@ -38,6 +40,11 @@ class Settings(BaseSettings):
     operator_tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
     #: How long a download URL stays valid.
     download_url_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    #: How often ``vaultq up`` evaluates the app's alarms.
+    alarm_interval_seconds: float = Field(default=10.0, ge=0.05, le=3600)
+    #: A webhook told of every alarm's changes, besides each alarm's own; secret because
+    #: webhook URLs often hold a token.
+    alarm_webhook_url: SecretStr | None = None
 
     @field_validator("url")
     @classmethod

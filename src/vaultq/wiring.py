@@ -19,20 +19,32 @@ if TYPE_CHECKING:
     from vaultq.blobs.notifications import Notifier
     from vaultq.blobs.protocol import BlobStore
     from vaultq.jobs.protocol import JobStore
+    from vaultq.observe.alarms import AlarmStore
     from vaultq.observe.protocol import MetricsStore
     from vaultq.outbox.protocol import Outbox
     from vaultq.queues.protocol import QueueBackend
     from vaultq.runtime.rate_limit import RateLimiter, TokenBucket
 
-_QUEUE_ADAPTERS = {"sqlite": "vaultq.queues.sqlite:SqliteQueues"}
-_JOB_ADAPTERS = {"sqlite": "vaultq.jobs.sqlite:SqliteJobs"}
+_QUEUE_ADAPTERS = {
+    "sqlite": "vaultq.queues.sqlite:SqliteQueues",
+    "aws": "vaultq.queues.sqs:SqsQueues",
+}
+_JOB_ADAPTERS = {
+    "sqlite": "vaultq.jobs.sqlite:SqliteJobs",
+    "aws": "vaultq.jobs.dynamodb:DynamoJobs",
+}
 _OUTBOX_ADAPTERS = {"sqlite": "vaultq.outbox.sqlite:SqliteOutbox"}
 _METRICS_ADAPTERS = {"sqlite": "vaultq.observe.sqlite_metrics:SqliteMetrics"}
+_ALARM_ADAPTERS = {"sqlite": "vaultq.observe.sqlite_alarms:SqliteAlarms"}
 _RATE_LIMIT_ADAPTERS = {"sqlite": "vaultq.ratelimits.sqlite:SqliteRateLimiter"}
 #: The embedded database keeps its blobs in files beside it.
-_BLOB_ADAPTERS = {"sqlite": "vaultq.blobs.local:LocalBlobs"}
+_BLOB_ADAPTERS = {"sqlite": "vaultq.blobs.local:LocalBlobs", "aws": "vaultq.blobs.s3:S3Blobs"}
 _IDEMPOTENCY_ADAPTERS = {"sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency"}
 _SQLITE_OPTIONS = frozenset({"durability"})
+_AWS_OPTIONS = frozenset({"region", "endpoint_url", "jobs_table", "state"})
+#: Where an AWS deployment keeps what has no AWS adapter (outbox, metrics, rate limits,
+#: alarms, idempotency records, local secrets) unless its URL names ``state=``.
+DEFAULT_AWS_STATE_URL = "sqlite:///.vaultq/state.db"
 
 
 def load_settings() -> Settings:
@@ -46,6 +58,10 @@ def load_settings() -> Settings:
 
 def open_queues(url: str | None = None) -> QueueBackend:
     """Open the queue backend that ``url`` (default: the settings' URL) names."""
+    url = url or load_settings().url
+    if _scheme(url) == "aws":
+        sqs: QueueBackend = _load(_QUEUE_ADAPTERS, "aws")(**_aws_client_options(url))
+        return sqs
     factory, path, options = _resolve(_QUEUE_ADAPTERS, url)
     backend: QueueBackend = factory(path, **options)
     return backend
@@ -54,6 +70,14 @@ def open_queues(url: str | None = None) -> QueueBackend:
 def open_jobs(url: str | None = None) -> JobStore:
     """Open the job table that ``url`` (default: the settings' URL) names; on the embedded
     backend it lives in the queues' database. Queue-only options are ignored."""
+    url = url or load_settings().url
+    if _scheme(url) == "aws":
+        options = _aws_client_options(url)
+        table = _aws_options(url).get("jobs_table")
+        if table:
+            options["table"] = table
+        dynamodb: JobStore = _load(_JOB_ADAPTERS, "aws")(**options)
+        return dynamodb
     factory, path, _options = _resolve(_JOB_ADAPTERS, url)
     store: JobStore = factory(path)
     return store
@@ -71,6 +95,13 @@ def open_metrics(url: str | None = None) -> MetricsStore:
     return store
 
 
+def open_alarms(url: str | None = None) -> AlarmStore:
+    """Open the store of alarm states and history that ``url`` names."""
+    factory, path, _options = _resolve(_ALARM_ADAPTERS, url)
+    store: AlarmStore = factory(path)
+    return store
+
+
 def open_rate_limiter(url: str | None = None, *, default: TokenBucket) -> RateLimiter:
     """A limiter shared by every process using this database; ``default`` for every key."""
     factory, path, _options = _resolve(_RATE_LIMIT_ADAPTERS, url)
@@ -85,7 +116,12 @@ def data_dir(url: str | None = None) -> Path:
 
 
 def open_blobs(url: str | None = None, *, notifier: Notifier | None = None) -> BlobStore:
-    """The embedded blob store beside the database, signing URLs with a secret kept there."""
+    """S3 on AWS; else the embedded blob store beside the database, signing URLs with a
+    secret kept there."""
+    url = url or load_settings().url
+    if _scheme(url) == "aws":
+        s3: BlobStore = _load(_BLOB_ADAPTERS, "aws")(**_aws_client_options(url), notifier=notifier)
+        return s3
     root = data_dir(url)
     factory = _load(_BLOB_ADAPTERS, "sqlite")
     store: BlobStore = factory(
@@ -122,8 +158,13 @@ def open_idempotency_store(url: str | None = None) -> Any:
 
 
 def _resolve(adapters: dict[str, str], url: str | None) -> tuple[Any, str, dict[str, Any]]:
-    """The adapter factory, database path and options that ``url`` names."""
+    """The adapter factory, database path and options that ``url`` names; an AWS URL names
+    its ``state`` database for the stores that have no AWS adapter."""
     url = url or load_settings().url
+    if _scheme(url) == "aws":
+        url = _aws_options(url).get("state") or DEFAULT_AWS_STATE_URL
+        if _scheme(url) != "sqlite":
+            raise errors.InvalidSettings("the state= of an aws URL is a sqlite:// URL")
     parts = urlsplit(url)
     factory = _load(adapters, parts.scheme)
     options: dict[str, Any] = dict(parse_qsl(parts.query))
@@ -137,6 +178,33 @@ def _resolve(adapters: dict[str, str], url: str | None) -> tuple[Any, str, dict[
     if not path:
         raise errors.InvalidSettings("a sqlite URL needs a database path")
     return factory, path, options
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme
+
+
+def _aws_options(url: str) -> dict[str, str]:
+    options = dict(parse_qsl(urlsplit(url).query))
+    unknown = set(options) - _AWS_OPTIONS
+    if unknown:
+        raise errors.InvalidSettings(
+            f"unknown option(s) in an aws URL: {', '.join(sorted(unknown))}"
+        )
+    return options
+
+
+def _aws_client_options(url: str) -> dict[str, Any]:
+    """``region`` (the URL's, else the AWS environment's) and ``endpoint_url`` for boto3."""
+    options = _aws_options(url)
+    region = (
+        options.get("region")
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+    )
+    if not region:
+        raise errors.InvalidSettings("an aws URL needs ?region= (or AWS_REGION)")
+    return {"region": region, "endpoint_url": options.get("endpoint_url") or None}
 
 
 def _load(adapters: dict[str, str], scheme: str) -> Any:

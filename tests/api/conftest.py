@@ -61,7 +61,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(data: Path, *, workers: int = 1, **env: str) -> Server:
+def start_server(
+    data: Path, *, workers: int = 1, app: str = "vaultq.demo:app", **env: str
+) -> Server:
     port = free_port()
     environment = {
         **os.environ,
@@ -70,7 +72,7 @@ def start_server(data: Path, *, workers: int = 1, **env: str) -> Server:
         **env,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "vaultq", "up", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "vaultq", "up", app, "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,

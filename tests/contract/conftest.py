@@ -1,7 +1,13 @@
 """Fixtures of the contract suite: one ``queues`` fixture per backend, one behaviour per test.
 
 Tests that need time to pass call ``clock.advance(seconds)``: backends that take an injected
-clock move it instantly; a backend on real time (a remote service) would sleep instead.
+clock move it instantly; on a backend that runs on real time (SQS) the clock sleeps instead,
+for at most ``REAL_TIME_MAX_ADVANCE_SECONDS`` per call. A test that moves time further is
+marked ``time_travel`` and is skipped on real-time backends, saying why.
+
+A test marked ``sqs_deviation(reason)`` is a strict xfail on the ``sqs`` backend only: the
+reason names what moto (the suite's SQS endpoint) or AWS itself does instead of the contract,
+and cites the AWS documentation. Nothing else in the suite depends on the backend.
 """
 
 from __future__ import annotations
@@ -14,27 +20,55 @@ import pytest
 
 from vaultq.queues import QueueAttributes, QueueBackend, RedrivePolicy
 from vaultq.queues.sqlite import SqliteQueues
+from vaultq.queues.sqs import SqsQueues
+
+from ..aws_server import REGION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-QUEUE_BACKENDS = ["sqlite"]
+QUEUE_BACKENDS = ["sqlite", "sqs"]
+#: A real-time clock sleeps this long at most per advance; longer jumps need ``time_travel``.
+REAL_TIME_MAX_ADVANCE_SECONDS = 6.0
 
 T = TypeVar("T")
 
 
 class Clock:
-    """Wall time plus an offset the test controls."""
+    """Wall time plus an offset the test controls; or, once ``use_real_time()`` was called by
+    a backend that reads the wall clock itself, wall time that ``advance`` waits for."""
 
     def __init__(self) -> None:
         self.offset_seconds = 0.0
+        self.can_travel = True
 
     def __call__(self) -> float:
         return time.time() + self.offset_seconds
 
+    def use_real_time(self) -> None:
+        self.can_travel = False
+
     def advance(self, seconds: float) -> None:
-        self.offset_seconds += seconds
+        if self.can_travel:
+            self.offset_seconds += seconds
+        elif seconds <= REAL_TIME_MAX_ADVANCE_SECONDS:
+            time.sleep(seconds)
+        else:
+            raise AssertionError(
+                f"advancing a real-time clock by {seconds} s: mark the test time_travel"
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "time_travel: moves the contract clock further than a real-time backend can wait",
+    )
+    config.addinivalue_line(
+        "markers",
+        "sqs_deviation(reason): strict xfail on the sqs backend; the reason cites moto or AWS",
+    )
 
 
 @pytest.fixture
@@ -49,9 +83,28 @@ def sqlite_queues(tmp_path: Path, clock: Clock) -> Iterator[QueueBackend]:
     backend.close()
 
 
+@pytest.fixture
+def sqs_queues(
+    request: pytest.FixtureRequest, aws_endpoint: str, clock: Clock
+) -> Iterator[QueueBackend]:
+    deviation = request.node.get_closest_marker("sqs_deviation")
+    if deviation is not None:
+        request.applymarker(pytest.mark.xfail(reason=deviation.args[0], strict=True))
+    clock.use_real_time()
+    backend = SqsQueues(region=REGION, endpoint_url=aws_endpoint)
+    yield backend
+    backend.close()
+
+
 @pytest.fixture(params=QUEUE_BACKENDS)
-def queues(request: pytest.FixtureRequest) -> QueueBackend:
+def queues(request: pytest.FixtureRequest, clock: Clock) -> QueueBackend:
     backend: QueueBackend = request.getfixturevalue(f"{request.param}_queues")
+    travel = request.node.get_closest_marker("time_travel")
+    if travel is not None and not clock.can_travel:
+        pytest.skip(
+            f"{request.param} runs on real time (its clock cannot be injected) and this test "
+            f"moves time further than {REAL_TIME_MAX_ADVANCE_SECONDS:g} s at once"
+        )
     return backend
 
 

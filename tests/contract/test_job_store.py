@@ -14,6 +14,9 @@ from vaultq.jobs import Checkpoint, Job, JobKey, JobStatus, JobStore
 from vaultq.queues import OutgoingMessage
 
 from .jobs_fixtures import (  # noqa: F401 (fixtures register by name)
+    dynamodb_client_fixture,
+    dynamodb_open_jobs_fixture,
+    dynamodb_table_fixture,
     job_in,
     jobs_fixture,
     new_key,

@@ -93,6 +93,7 @@ def test_queue_cannot_change_type(queues: QueueBackend, queue: str) -> None:
         queues.set_queue_attributes(queue, QueueAttributes(fifo=True))
 
 
+@pytest.mark.time_travel
 def test_stats_count_visible_in_flight_and_delayed(
     queues: QueueBackend, queue: str, clock: Clock
 ) -> None:
@@ -119,6 +120,7 @@ def test_purge_deletes_everything(queues: QueueBackend, queue: str) -> None:
     assert (stats.visible, stats.in_flight, stats.delayed) == (0, 0, 0)
 
 
+@pytest.mark.time_travel
 def test_messages_expire_after_the_retention_period(
     queues: QueueBackend, queue_name: str, clock: Clock
 ) -> None:
@@ -132,6 +134,7 @@ def test_messages_expire_after_the_retention_period(
     assert [m.body for m in queues.receive(queue_name, max_messages=10)] == ["new"]
 
 
+@pytest.mark.time_travel
 def test_expired_head_unblocks_its_fifo_group(
     queues: QueueBackend, queue_name: str, clock: Clock
 ) -> None:

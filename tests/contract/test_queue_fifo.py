@@ -67,6 +67,10 @@ def test_other_groups_flow_while_one_is_blocked(queues: QueueBackend, fifo_queue
     assert [m.body for m in queues.receive(fifo_queue, max_messages=10)] == ["b1"]
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 returns FIFO messages in send order across groups; AWS returns as many "
+    "messages of one group as possible (SQS developer guide, FIFO delivery logic)"
+)
 def test_receive_fills_from_one_group_first(queues: QueueBackend, fifo_queue: str) -> None:
     send(queues, fifo_queue, "a1", group="a")
     send(queues, fifo_queue, "b1", group="b")
@@ -78,6 +82,11 @@ def test_receive_fills_from_one_group_first(queues: QueueBackend, fifo_queue: st
     assert [m.group_id for m in batch] == ["a", "a", "b"]
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 sends no SequenceNumber with content-based deduplication, and random "
+    "digits otherwise; AWS documents a sequence number that keeps increasing "
+    "(SendMessage API reference)"
+)
 def test_sequence_numbers_increase(queues: QueueBackend, fifo_queue: str) -> None:
     first = queues.send(fifo_queue, OutgoingMessage(body="1", group_id="g"))
     second = queues.send(fifo_queue, OutgoingMessage(body="2", group_id="h"))
@@ -88,6 +97,7 @@ def test_sequence_numbers_increase(queues: QueueBackend, fifo_queue: str) -> Non
     assert received.sequence_number == first.sequence_number
 
 
+@pytest.mark.time_travel
 def test_content_duplicate_within_five_minutes_is_dropped(
     queues: QueueBackend, fifo_queue: str, clock: Clock
 ) -> None:
@@ -99,6 +109,10 @@ def test_content_duplicate_within_five_minutes_is_dropped(
     assert queues.stats(fifo_queue).visible == 1
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 forgets a deduplication id once its message is deleted; AWS keeps it for "
+    "the five-minute interval (SQS developer guide, exactly-once processing)"
+)
 def test_duplicate_is_dropped_even_after_the_original_was_deleted(
     queues: QueueBackend, fifo_queue: str
 ) -> None:
@@ -111,6 +125,7 @@ def test_duplicate_is_dropped_even_after_the_original_was_deleted(
     assert queues.receive(fifo_queue) == []
 
 
+@pytest.mark.time_travel
 def test_same_content_after_five_minutes_is_a_new_message(
     queues: QueueBackend, fifo_queue: str, clock: Clock
 ) -> None:
@@ -121,6 +136,11 @@ def test_same_content_after_five_minutes_is_a_new_message(
     assert queues.stats(fifo_queue).visible == 2
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 answers a deduplicated send with a fresh MessageId (it stores no "
+    "duplicate); the contract answers with the original send's result, and AWS accepts "
+    "a duplicate without delivering it (SQS developer guide, exactly-once processing)"
+)
 def test_explicit_deduplication_id_wins_over_content(queues: QueueBackend, fifo_queue: str) -> None:
     first = queues.send(fifo_queue, OutgoingMessage(body="a", group_id="g", deduplication_id="x"))
     second = queues.send(fifo_queue, OutgoingMessage(body="b", group_id="g", deduplication_id="x"))
@@ -130,6 +150,11 @@ def test_explicit_deduplication_id_wins_over_content(queues: QueueBackend, fifo_
     assert third.message_id != first.message_id
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 answers a deduplicated send with a fresh MessageId (it stores no "
+    "duplicate); the contract answers with the original send's result, and AWS accepts "
+    "a duplicate without delivering it (SQS developer guide, exactly-once processing)"
+)
 def test_duplicates_inside_one_batch_are_dropped(queues: QueueBackend, fifo_queue: str) -> None:
     result = queues.send_batch(
         fifo_queue,
@@ -143,6 +168,10 @@ def test_duplicates_inside_one_batch_are_dropped(queues: QueueBackend, fifo_queu
     assert queues.stats(fifo_queue).visible == 1
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 ignores DeduplicationScope=messageGroup; AWS deduplicates per message "
+    "group then (SQS developer guide, high throughput for FIFO queues)"
+)
 def test_deduplication_scope_per_group(queues: QueueBackend, queue_name: str) -> None:
     name = f"{queue_name}.fifo"
     queues.create_queue(
@@ -179,6 +208,7 @@ def test_fifo_refuses_per_message_delay(queues: QueueBackend, fifo_queue: str) -
         queues.send(fifo_queue, OutgoingMessage(body="a", group_id="g", delay_seconds=5))
 
 
+@pytest.mark.time_travel
 def test_queue_delay_on_fifo_keeps_order(
     queues: QueueBackend, queue_name: str, clock: Clock
 ) -> None:

@@ -154,6 +154,7 @@ def test_invalid_entry_fails_alone_in_a_batch(queues: QueueBackend, queue: str) 
     assert message.message_id == result.successful["good"].message_id
 
 
+@pytest.mark.time_travel
 def test_delayed_message_is_invisible_until_its_delay_passes(
     queues: QueueBackend, queue: str, clock: Clock
 ) -> None:
@@ -168,6 +169,7 @@ def test_delayed_message_is_invisible_until_its_delay_passes(
     assert [m.body for m in queues.receive(queue, max_messages=10)] == ["later"]
 
 
+@pytest.mark.time_travel
 def test_queue_delay_applies_to_every_message(
     queues: QueueBackend, queue_name: str, clock: Clock
 ) -> None:

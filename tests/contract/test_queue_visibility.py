@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .conftest import Clock
 
 
+@pytest.mark.time_travel
 def test_received_message_is_invisible_until_its_timeout(
     queues: QueueBackend, queue: str, clock: Clock
 ) -> None:
@@ -67,6 +68,11 @@ def test_message_carries_sqs_system_attributes(
     assert message.receive_count == 1
 
 
+@pytest.mark.sqs_deviation(
+    "AWS documents that DeleteMessage with a receipt handle other than the latest one "
+    "succeeds without deleting the message (DeleteMessage API reference), so SQS cannot "
+    "raise StaleReceiptHandle on a delete; moto 5.2 even deletes the message"
+)
 def test_stale_receipt_handle_cannot_delete_a_redelivered_message(
     queues: QueueBackend, queue: str, clock: Clock
 ) -> None:
@@ -128,6 +134,7 @@ def test_change_visibility_to_zero_makes_message_visible_now(
     assert again.receive_count == 2
 
 
+@pytest.mark.time_travel
 def test_change_visibility_counts_from_now(queues: QueueBackend, queue: str, clock: Clock) -> None:
     queues.send(queue, OutgoingMessage(body="a"))
     [message] = queues.receive(queue, visibility_timeout_seconds=10)
@@ -140,6 +147,7 @@ def test_change_visibility_counts_from_now(queues: QueueBackend, queue: str, clo
     assert len(queues.receive(queue)) == 1
 
 
+@pytest.mark.time_travel
 def test_visibility_cannot_extend_past_twelve_hours_from_receipt(
     queues: QueueBackend, queue: str, clock: Clock
 ) -> None:
@@ -152,6 +160,11 @@ def test_visibility_cannot_extend_past_twelve_hours_from_receipt(
     queues.change_visibility(queue, message.receipt_handle, visibility_timeout_seconds=39_500)
 
 
+@pytest.mark.sqs_deviation(
+    "moto 5.2 changes the visibility of a message whose visibility timeout already "
+    "expired; AWS refuses it (MessageNotInflight, ChangeMessageVisibility API "
+    "reference)"
+)
 def test_change_visibility_of_a_message_no_longer_in_flight_fails(
     queues: QueueBackend, queue: str, clock: Clock
 ) -> None:
@@ -163,6 +176,11 @@ def test_change_visibility_of_a_message_no_longer_in_flight_fails(
         queues.change_visibility(queue, message.receipt_handle, visibility_timeout_seconds=30)
 
 
+@pytest.mark.sqs_deviation(
+    "AWS documents that DeleteMessage with a receipt handle other than the latest one "
+    "succeeds without deleting the message (DeleteMessage API reference), so SQS cannot "
+    "raise StaleReceiptHandle on a delete; moto 5.2 even deletes the message"
+)
 def test_batch_delete_reports_each_entry(queues: QueueBackend, queue: str, clock: Clock) -> None:
     for body in "abc":
         queues.send(queue, OutgoingMessage(body=body))

@@ -81,6 +81,7 @@ class Permission(StrEnum):
     REDRIVE = "redrive"  #: move dead letters back to their source queue
     DELETE_QUEUE = "delete_queue"  #: delete a queue
     LIST_DLQ = "list_dlq"  #: read dead-letter queues and their failure records
+    READ_ALARMS = "read_alarms"  #: read the deployment's alarms and their history
     UPLOAD = "upload"  #: put objects into a bucket
     DOWNLOAD = "download"  #: read objects from a bucket
 

@@ -16,6 +16,8 @@ from vaultq.api.app import create_api
 from vaultq.api.auth import AuthSettings, TokenVerifier
 from vaultq.api.services import ApiServices, ApiSettings
 from vaultq.app import load_app
+from vaultq.observe.alarm_evaluator import AlarmEvaluator
+from vaultq.observe.alarms import Webhook
 from vaultq.observe.metrics import CONTENT_TYPE, VaultqCollector, new_registry, render
 from vaultq.runtime.rate_limit import TokenBucket
 
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
 
+    from vaultq.app import App
+    from vaultq.observe.alarms import AlarmStore
+    from vaultq.observe.protocol import MetricsStore
+    from vaultq.queues.protocol import QueueBackend
     from vaultq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,7 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
             job_counts=lambda: {status.value: n for status, n in jobs.count_by_status().items()},
         )
     )
+    alarms = wiring.open_alarms(settings.url)
     return ApiServices(
         app=app,
         queues=queues,
@@ -71,8 +78,11 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
         ),
         metrics_store=metrics_store,
         metrics=lambda: (render(registry), CONTENT_TYPE),
+        alarms=alarms,
+        alarm_evaluator=_alarm_evaluator(app, settings, alarms, queues, metrics_store),
         outbox=wiring.open_outbox(settings.url),
         blobs=blobs,
+        idempotency=wiring.open_idempotency_store(settings.url),
         verifier=TokenVerifier(auth),
         settings=ApiSettings(
             queue_enabled=settings.queue_enabled,
@@ -84,6 +94,23 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
             cors_origins=settings.cors_origins,
             operator_tenant=settings.operator_tenant,
         ),
+    )
+
+
+def _alarm_evaluator(
+    app: App, settings: Settings, store: AlarmStore, queues: QueueBackend, metrics: MetricsStore
+) -> AlarmEvaluator | None:
+    if not app.alarms:
+        return None
+    url = settings.alarm_webhook_url
+    return AlarmEvaluator(
+        app.alarms.values(),
+        app_name=app.name,
+        store=store,
+        queues=queues,
+        metrics=metrics,
+        interval_seconds=settings.alarm_interval_seconds,
+        webhooks=() if url is None else (Webhook(url=url.get_secret_value()),),
     )
 
 
@@ -118,7 +145,9 @@ def serve(
             services.outbox,
             services.blobs,
             services.metrics_store,
+            services.alarms,
             services.limiter,
+            services.idempotency,
         ):
             if store is not None:
                 store.close()

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from vaultq.api.auth import TokenVerifier
     from vaultq.app import App
     from vaultq.blobs.protocol import BlobStore
+    from vaultq.idempotency.protocol import IdempotencyStore
     from vaultq.jobs.protocol import JobStore
+    from vaultq.observe.alarm_evaluator import AlarmEvaluator
+    from vaultq.observe.alarms import AlarmStore
     from vaultq.observe.protocol import MetricsStore
     from vaultq.outbox.protocol import Outbox, PendingSend
     from vaultq.queues.protocol import QueueBackend
@@ -51,6 +54,8 @@ class ApiServices:
     outbox: Outbox
     verifier: TokenVerifier
     blobs: BlobStore | None = None
+    #: Where job routes remember submissions to answer duplicates with their first job.
+    idempotency: IdempotencyStore | None = None
     settings: ApiSettings = field(default_factory=ApiSettings)
     #: Shared per-tenant request limits (a ``RateLimiter``); none means unlimited.
     limiter: RateLimiter | None = None
@@ -58,6 +63,10 @@ class ApiServices:
     metrics_store: MetricsStore | None = None
     #: Renders the Prometheus exposition: ``() -> (body, content type)``.
     metrics: Callable[[], tuple[bytes, str]] | None = None
+    #: Alarm states and history (an ``AlarmStore``), and what evaluates the app's alarms
+    #: while the API is up.
+    alarms: AlarmStore | None = None
+    alarm_evaluator: AlarmEvaluator | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _pump: threading.Thread | None = None
 

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote_plus
 
@@ -126,6 +127,11 @@ class Notifier(Protocol):
         """Send one message; raises a ``VaultqError`` when it could not be sent."""
         ...
 
+    @property
+    def notifications(self) -> Mapping[str, tuple[BucketNotification, ...]]:
+        """Each declared bucket's configurations; a store on S3 hands them to S3."""
+        ...
+
 
 class QueueNotifier:
     """Delivers S3 events to vaultq queues, per bucket notification configuration.
@@ -167,6 +173,10 @@ class QueueNotifier:
 
     def send(self, message: EventMessage) -> None:
         self._queues.send(message.queue, OutgoingMessage(body=message.body))
+
+    @property
+    def notifications(self) -> Mapping[str, tuple[BucketNotification, ...]]:
+        return MappingProxyType(self._notifications)
 
 
 def s3_event(event: ObjectEvent, *, configuration_id: str, origin: EventOrigin) -> dict[str, Any]:

@@ -23,8 +23,9 @@ def healthz() -> dict[str, str]:
 def readyz(api: Services) -> dict[str, str]:
     """The stores answer; 503 (problem details) when one does not."""
     api.queues.list_queues(prefix="vaultq-readiness-")
-    if api.settings.queue_enabled and api.app.job_submissions is not None:
-        api.queues.get_queue(api.app.job_submissions.queue)
+    if api.settings.queue_enabled:
+        for queue in {route.queue for route in api.app.job_routes.values()}:
+            api.queues.get_queue(queue)
     api.outbox.count()
     return {"status": "ready"}
 

@@ -1,46 +1,27 @@
-"""Jobs: submit, read, list and cancel. Every job belongs to the caller's tenant; a job of
-another tenant is answered exactly like a job that does not exist."""
+"""Jobs: read, list and cancel (``submissions`` creates them). Every job belongs to the
+caller's tenant; a job of another tenant is answered exactly like a job that does not exist."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel
 
 from vaultq import errors
 from vaultq.api.auth import Permission, Principal, require
-from vaultq.api.services import ApiServices, dumps, services
+from vaultq.api.services import ApiServices, services
 from vaultq.jobs.protocol import Job, JobKey, JobStatus
-from vaultq.outbox.protocol import PendingSend
-from vaultq.runtime.jobs import JOB_ATTRIBUTE
 
 router = APIRouter(tags=["jobs"])
 TENANT_ATTRIBUTE = "vaultq-tenant"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _JOB_ID = r"^[0-9a-f]{32}$"
-#: Long enough for the request to send its message itself; after that the pump may.
-_OUTBOX_CLAIM_SECONDS = 5.0
 
 Services = Annotated[ApiServices, Depends(services)]
-
-
-class JobSubmission(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    payload: JsonValue
-    #: Which of the tenant's clients the job is for; the caller's own id by default.
-    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-class JobAccepted(BaseModel):
-    job_id: str
-    status: Literal["queued"] = "queued"
-    estimated_time_seconds: int
 
 
 class OutputFile(BaseModel):
@@ -72,52 +53,16 @@ class JobPageView(BaseModel):
 def client_of(principal: Principal, requested: str | None = None) -> str:
     """The caller's client id: its subject when that is a valid id, else a digest of it."""
     if requested is not None:
-        if requested != _own_client(principal) and not principal.can(Permission.READ_ANY_JOB):
+        if requested != own_client(principal) and not principal.can(Permission.READ_ANY_JOB):
             raise errors.Forbidden("only the tenant's consumers and admins read other clients")
         return requested
-    return _own_client(principal)
+    return own_client(principal)
 
 
-def _own_client(principal: Principal) -> str:
+def own_client(principal: Principal) -> str:
     if _CLIENT_ID.fullmatch(principal.subject):
         return principal.subject
     return "s-" + hashlib.sha256(principal.subject.encode()).hexdigest()[:24]
-
-
-@router.post("/jobs", status_code=202, response_model=JobAccepted)
-def submit_job(
-    submission: JobSubmission,
-    response: Response,
-    principal: Annotated[Principal, Depends(require(Permission.SUBMIT_JOB))],
-    api: Services,
-) -> JobAccepted:
-    """Accept a job: it is stored ``queued`` and its message sent (or kept until the queue
-    is back). Answers at once; poll ``GET /jobs/{job_id}``."""
-    target = api.app.job_submissions
-    if target is None:
-        raise errors.InvalidParameterValue("this app does not accept jobs")
-    client = submission.client_id or _own_client(principal)
-    key = JobKey(tenant_id=principal.tenant, client_id=client, job_id=uuid.uuid4().hex)
-    fifo = api.app.queues[target.queue].attributes.fifo
-    send = PendingSend(
-        id=key.job_id,
-        queue=target.queue,
-        body=dumps({"job_id": key.job_id, "client_id": client, "payload": submission.payload}),
-        attributes={JOB_ATTRIBUTE: str(key), TENANT_ATTRIBUTE: principal.tenant},
-        group_id=f"{key.tenant_id}.{client}" if fifo else None,
-        deduplication_id=key.job_id if fifo else None,
-    )
-    # The send is stored first: a crash before the job exists leaves a message whose job
-    # is missing, which the worker drops; never a queued job that nothing will run.
-    api.outbox.add(send, claim_seconds=_OUTBOX_CLAIM_SECONDS)
-    api.jobs.create(
-        key,
-        attributes={"estimated_time_seconds": target.estimated_time_seconds},
-        ttl_seconds=target.ttl_seconds,
-    )
-    api.send_or_keep(send)
-    response.headers["Location"] = f"/jobs/{key.job_id}"
-    return JobAccepted(job_id=key.job_id, estimated_time_seconds=target.estimated_time_seconds)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)

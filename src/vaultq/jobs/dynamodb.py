@@ -1,0 +1,643 @@
+"""The job table on DynamoDB: ``JobStore`` over one table and three tenant-scoped GSIs.
+
+One item per job, keyed ``pk = tenant#client#job``. Each listing is one GSI whose partition
+key starts with the tenant (``tenant#status``, ``tenant#client``, ``tenant#day``) and whose
+sort key is ``created_key = <created_at_ms, 20 digits>#<pk>``, so a query reads newest first
+with the key as tie-breaker, exactly as the embedded store orders. The GSIs project only
+their keys and ``expires_at_ms``: progress and checkpoint writes touch no index, and a
+listing reads its jobs back with a consistent ``BatchGetItem`` and keeps only those that
+still sit where the (eventually consistent) index found them.
+
+Every write is a read-modify-write: a consistent read, the shared change from
+``_records``, and a put conditional on the ``version`` read, retried when another writer
+won in between, so two writers never both move a job. Expiry is vaultq's, on every read and
+write: DynamoDB's TTL (``expires_at``, epoch seconds) only reclaims the space, days later.
+Payloads are stored as the JSON text that ``_records`` measured, and progress as its
+``repr``, so every value reads back exactly (DynamoDB numbers cannot hold every float).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from vaultq import errors
+from vaultq.jobs import _records as records
+from vaultq.jobs.protocol import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TTL_SECONDS,
+    Checkpoint,
+    Job,
+    JobKey,
+    JobPage,
+    JobStatus,
+    encode_json,
+    require_key,
+    validate_day,
+    validate_id,
+    validate_limit,
+    validate_range,
+    validate_status,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from vaultq.jobs._records import Change
+    from vaultq.jobs.protocol import JobStore
+
+DEFAULT_TABLE = "vaultq-jobs"
+#: The TTL attribute: epoch seconds, DynamoDB's format.
+TTL_ATTRIBUTE = "expires_at"
+#: GSI name -> its partition key attribute; every GSI sorts on ``created_key``.
+INDEXES = {"by-status": "tenant_status", "by-client": "tenant_client", "by-day": "tenant_day"}
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+# Not a job key (a key part is never empty): the item that holds the cursor secret.
+_SIGNER_PK = "#cursor-signer"
+_BATCH_GET_KEYS = 100
+# Each lost race means another write succeeded; this many in a row is a contended job.
+_MAX_RACES = 20
+_MAX_MS = 2**63 - 1
+_ACTIVE_POLL_SECONDS = 1.0
+
+
+class DynamoJobs:
+    """``JobStore`` on a DynamoDB table. ``clock`` returns seconds since the epoch.
+
+    The table is not created on open (workers need no ``CreateTable`` permission): call
+    ``create_table()`` once, or deploy it with the same schema.
+    """
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        table: str = DEFAULT_TABLE,
+        client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
+            raise errors.InvalidSettings(f"not a DynamoDB table name: {table!r}")
+        self.table = table
+        self._clock = clock
+        self._owns_client = client is None
+        self._client = client if client is not None else _new_client(region, endpoint_url)
+        self._cursor_secret: bytes | None = None
+
+    # -- the table ------------------------------------------------------------------------
+
+    def create_table(self, *, timeout_seconds: float = 600.0) -> None:
+        """Create the table with its GSIs and TTL unless it exists; return once it is ACTIVE.
+        Idempotent and safe to race; an existing table without these GSIs raises
+        ``InvalidSettings``."""
+        try:
+            self._client.create_table(**table_spec(self.table))
+        except ClientError as exc:
+            if _error(exc)[0] != "ResourceInUseException":  # already there, or being made
+                raise _translated(exc, "create_table") from exc
+        except BotoCoreError as exc:
+            raise _translated(exc, "create_table") from exc
+        description = self._wait_until_active(timeout_seconds)
+        missing = set(INDEXES) - {
+            index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])
+        }
+        if missing:
+            raise errors.InvalidSettings(
+                f"table {self.table} exists without the indexes {sorted(missing)}"
+            )
+        self._enable_ttl()
+
+    def _wait_until_active(self, timeout_seconds: float) -> dict[str, Any]:
+        # Real time, not the job clock: a test's clock may stand still.
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            description: dict[str, Any] = self._call("describe_table", TableName=self.table)[
+                "Table"
+            ]
+            statuses = [description["TableStatus"]] + [
+                index["IndexStatus"] for index in description.get("GlobalSecondaryIndexes", [])
+            ]
+            if set(statuses) == {"ACTIVE"}:
+                return description
+            if time.monotonic() > deadline:
+                raise errors.BackendUnavailable(f"table {self.table} is not ACTIVE: {statuses}")
+            time.sleep(_ACTIVE_POLL_SECONDS)
+
+    def _enable_ttl(self) -> None:
+        if self._ttl_is_on():
+            return
+        try:
+            self._call(
+                "update_time_to_live",
+                TableName=self.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+        except errors.BackendUnavailable:
+            if not self._ttl_is_on():  # else another process enabled it between our calls
+                raise
+
+    def _ttl_is_on(self) -> bool:
+        ttl = self._call("describe_time_to_live", TableName=self.table)["TimeToLiveDescription"]
+        if ttl["TimeToLiveStatus"] not in {"ENABLED", "ENABLING"}:
+            return False
+        if ttl.get("AttributeName") != TTL_ATTRIBUTE:
+            raise errors.InvalidSettings(
+                f"table {self.table} expires items by {ttl.get('AttributeName')!r}, "
+                f"not {TTL_ATTRIBUTE!r}"
+            )
+        return True
+
+    # -- one job --------------------------------------------------------------------------
+
+    def create(
+        self,
+        key: JobKey,
+        *,
+        input_files: Sequence[str] = (),
+        attributes: Mapping[str, Any] | None = None,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    ) -> Job:
+        make = records.new_job(
+            key, input_files=input_files, attributes=attributes, ttl_seconds=ttl_seconds
+        )
+        now = self._now_ms()
+        job = make(now)
+        try:
+            # An expired job is gone: its key is free again even before TTL deletes it.
+            self._call(
+                "put_item",
+                TableName=self.table,
+                Item=_item(job),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at_ms <= :now",
+                ExpressionAttributeValues={":now": _n(now)},
+            )
+        except errors.ConditionalCheckFailed:
+            raise errors.JobAlreadyExists(f"job {key} already exists") from None
+        return job
+
+    def get(self, key: JobKey) -> Job | None:
+        pk = str(require_key(key))
+        item = self._get_item(pk)
+        if item is None or not _is_live(item, self._now_ms()):
+            return None
+        return _job(item)
+
+    def transition(self, key: JobKey, *, to: JobStatus, expected: JobStatus | None = None) -> Job:
+        return self._update(key, records.transition(to=to, expected=expected))
+
+    def complete_stage(
+        self,
+        key: JobKey,
+        stage: str,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+        progress: float | None = None,
+    ) -> Job:
+        change = records.complete_stage(stage, checkpoint=checkpoint, progress=progress)
+        return self._update(key, change)
+
+    def save_progress(
+        self,
+        key: JobKey,
+        progress: float,
+        *,
+        stage: str | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> Job:
+        change = records.save_progress(progress, stage=stage, checkpoint=checkpoint)
+        return self._update(key, change)
+
+    def last_checkpoint(self, key: JobKey) -> Checkpoint | None:
+        job = self.get(key)
+        if job is None:
+            raise errors.JobNotFound(f"no job {key}")
+        return job.last_checkpoint
+
+    def set_result(
+        self, key: JobKey, result: Mapping[str, Any], *, output_files: Sequence[str] = ()
+    ) -> Job:
+        return self._update(key, records.succeed(result, output_files=output_files))
+
+    def fail(self, key: JobKey, error: str, *, to: JobStatus = JobStatus.FAILED) -> Job:
+        return self._update(key, records.fail(error, to=to))
+
+    def _update(self, key: JobKey, change: Change) -> Job:
+        pk = str(require_key(key))
+        for _ in range(_MAX_RACES):
+            now = self._now_ms()
+            item = self._get_item(pk)
+            if item is None or not _is_live(item, now):
+                raise errors.JobNotFound(f"no job {pk}")
+            stored = _job(item)
+            job = change(stored, now)
+            try:
+                self._call(
+                    "put_item",
+                    TableName=self.table,
+                    Item=_item(job),
+                    ConditionExpression="version = :version AND expires_at_ms > :now",
+                    ExpressionAttributeValues={":version": _n(stored.version), ":now": _n(now)},
+                )
+            except errors.ConditionalCheckFailed:
+                # Another writer moved the job since our read: apply the change to its state.
+                continue
+            return job
+        raise errors.ConditionalCheckFailed(
+            f"job {pk} changed under {_MAX_RACES} attempts in a row to write it"
+        )
+
+    def _get_item(self, pk: str) -> dict[str, Any] | None:
+        response = self._call(
+            "get_item", TableName=self.table, Key={"pk": _s(pk)}, ConsistentRead=True
+        )
+        item: dict[str, Any] | None = response.get("Item")
+        return item
+
+    # -- listings -------------------------------------------------------------------------
+
+    def list_by_status(
+        self,
+        tenant_id: str,
+        status: JobStatus,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> JobPage:
+        validate_id("tenant_id", tenant_id)
+        since, until = validate_range(since_ms, until_ms)
+        state = validate_status(status).value
+        filters = {"tenant_id": tenant_id, "status": state, "since_ms": since, "until_ms": until}
+        return self._page(
+            "list_by_status",
+            filters,
+            index="by-status",
+            partition=f"{tenant_id}#{state}",
+            created=(since, until),
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def list_by_client(
+        self,
+        tenant_id: str,
+        client_id: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> JobPage:
+        validate_id("tenant_id", tenant_id)
+        validate_id("client_id", client_id)
+        since, until = validate_range(since_ms, until_ms)
+        filters = {
+            "tenant_id": tenant_id,
+            "client_id": client_id,
+            "since_ms": since,
+            "until_ms": until,
+        }
+        return self._page(
+            "list_by_client",
+            filters,
+            index="by-client",
+            partition=f"{tenant_id}#{client_id}",
+            created=(since, until),
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def list_by_day(
+        self,
+        tenant_id: str,
+        day: str,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> JobPage:
+        validate_id("tenant_id", tenant_id)
+        filters = {"tenant_id": tenant_id, "day": validate_day(day)}
+        return self._page(
+            "list_by_day",
+            filters,
+            index="by-day",
+            partition=f"{tenant_id}#{day}",
+            created=(0, _MAX_MS),
+            limit=limit,
+            cursor=cursor,
+        )
+
+    def _page(
+        self,
+        query: str,
+        filters: Mapping[str, object],
+        *,
+        index: str,
+        partition: str,
+        created: tuple[int, int],
+        limit: int,
+        cursor: str | None,
+    ) -> JobPage:
+        """Query one GSI newest first, then read the jobs back consistently. The cursor is
+        the shared signed position (created_at_ms, pk); with the partition its scope fixes,
+        it is exactly the GSI's LastEvaluatedKey, so it resumes a query without a lookup."""
+        validate_limit(limit)
+        scope = records.cursor_scope(query, filters)
+        part_attr = INDEXES[index]
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": f"{part_attr} = :part AND created_key BETWEEN :low AND :high",
+            "FilterExpression": "expires_at_ms > :now",
+            "ScanIndexForward": False,
+        }
+        if cursor is not None:
+            after_ms, after_pk = records.decode_cursor(self._secret(), scope, cursor)
+            request["ExclusiveStartKey"] = {
+                "pk": _s(after_pk),
+                part_attr: _s(partition),
+                "created_key": _s(_created_key(after_ms, after_pk)),
+            }
+        now = self._now_ms()
+        request["ExpressionAttributeValues"] = {
+            ":part": _s(partition),
+            # ``#`` sorts before ``$``: the high bound is past every key created at until - 1.
+            ":low": _s(f"{created[0]:020d}"),
+            ":high": _s(f"{created[1] - 1:020d}$"),
+            ":now": _n(now),
+        }
+        jobs: list[Job] = []
+        while len(jobs) <= limit:
+            response = self._call("query", Limit=limit + 1 - len(jobs), **request)
+            jobs.extend(self._still_indexed(response["Items"], part_attr, now))
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return records.page(jobs, limit=limit, secret=self._secret(), scope=scope)
+
+    def _still_indexed(
+        self, entries: Sequence[dict[str, Any]], part_attr: str, now: int
+    ) -> Iterator[Job]:
+        """The jobs behind ``entries``, read consistently, in their order; an entry whose
+        job has since moved (an index lags its table on AWS), expired or gone is skipped."""
+        items = self._batch_get([entry["pk"]["S"] for entry in entries])
+        for entry in entries:
+            item = items.get(entry["pk"]["S"])
+            if (
+                item is not None
+                and _is_live(item, now)
+                and item[part_attr] == entry[part_attr]
+                and item["created_key"] == entry["created_key"]
+            ):
+                yield _job(item)
+
+    def _batch_get(self, pks: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pks), _BATCH_GET_KEYS):
+            chunk = pks[start : start + _BATCH_GET_KEYS]
+            wanted: dict[str, Any] = {
+                self.table: {"Keys": [{"pk": _s(pk)} for pk in chunk], "ConsistentRead": True}
+            }
+            for attempt in range(_MAX_RACES):
+                response = self._call("batch_get_item", RequestItems=wanted)
+                for item in response["Responses"].get(self.table, []):
+                    found[item["pk"]["S"]] = item
+                wanted = response.get("UnprocessedKeys") or {}
+                if not wanted:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off as AWS asks
+            else:
+                raise errors.BackendUnavailable(f"table {self.table} kept throttling reads")
+        return found
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """From the by-status index (small entries; eventually consistent on AWS)."""
+        counts: dict[JobStatus, int] = {}
+        for entry in self._scan_index("expires_at_ms > :now", "tenant_status"):
+            status = JobStatus(entry["tenant_status"]["S"].rsplit("#", 1)[1])
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def sweep_expired(self) -> int:
+        """Delete what TTL has not deleted yet; each delete re-checks expiry, so a job
+        created again under an expired key is kept."""
+        deleted = 0
+        for entry in self._scan_index("expires_at_ms <= :now", "pk"):
+            try:
+                self._call(
+                    "delete_item",
+                    TableName=self.table,
+                    Key={"pk": entry["pk"]},
+                    ConditionExpression="expires_at_ms <= :now",
+                    ExpressionAttributeValues={":now": _n(self._now_ms())},
+                )
+            except errors.ConditionalCheckFailed:
+                continue
+            deleted += 1
+        return deleted
+
+    def _scan_index(self, condition: str, projection: str) -> Iterator[dict[str, Any]]:
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "by-status",
+            "FilterExpression": condition,
+            "ProjectionExpression": projection,
+            "ExpressionAttributeValues": {":now": _n(self._now_ms())},
+        }
+        while True:
+            response = self._call("scan", **request)
+            yield from response["Items"]
+            if "LastEvaluatedKey" not in response:
+                return
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _secret(self) -> bytes:
+        """The key that signs cursors: made once, kept in the table, so that every process
+        and every reopen accepts the same cursors."""
+        if self._cursor_secret is None:
+            key = {"pk": _s(_SIGNER_PK)}
+            item = self._get_item(_SIGNER_PK)
+            if item is None:
+                # Another process may make it first: then the read below gets theirs.
+                with contextlib.suppress(errors.ConditionalCheckFailed):
+                    self._call(
+                        "put_item",
+                        TableName=self.table,
+                        Item={**key, "secret": {"B": secrets.token_bytes(32)}},
+                        ConditionExpression="attribute_not_exists(pk)",
+                    )
+                item = self._get_item(_SIGNER_PK)
+            if item is None:
+                raise errors.BackendUnavailable(f"table {self.table} lost its cursor secret")
+            self._cursor_secret = bytes(item["secret"]["B"])
+        return self._cursor_secret
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = getattr(self._client, operation)(**params)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translated(exc, operation) from exc
+        return response
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+def table_spec(table: str) -> dict[str, Any]:
+    """The ``CreateTable`` request: on-demand billing, ``pk`` as the key, three GSIs that
+    carry only their keys and ``expires_at_ms``."""
+    indexes = [
+        {
+            "IndexName": name,
+            "KeySchema": [
+                {"AttributeName": part, "KeyType": "HASH"},
+                {"AttributeName": "created_key", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["expires_at_ms"]},
+        }
+        for name, part in INDEXES.items()
+    ]
+    key_attributes = ["pk", "created_key", *INDEXES.values()]
+    return {
+        "TableName": table,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in key_attributes
+        ],
+        "GlobalSecondaryIndexes": indexes,
+    }
+
+
+def _new_client(region: str, endpoint_url: str | None) -> Any:
+    config = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30)
+    try:
+        return boto3.session.Session().client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+    except (BotoCoreError, ValueError) as exc:
+        raise errors.InvalidSettings(f"cannot open DynamoDB in {region!r}: {exc}") from None
+
+
+def _translated(exc: Exception, operation: str) -> errors.VaultqError:
+    """A vaultq error for a botocore one. Messages keep the error code, never DynamoDB's
+    text, which may quote item values."""
+    if isinstance(exc, BotoCoreError):
+        return errors.BackendUnavailable(f"DynamoDB {operation} failed: {type(exc).__name__}")
+    code, message = _error(exc)
+    if code == "ConditionalCheckFailedException":
+        return errors.ConditionalCheckFailed(f"DynamoDB {operation}: the condition failed")
+    if code == "ValidationException" and "size has exceeded" in message:
+        return errors.JobTooLarge("the job is larger than DynamoDB's 400 KB item limit")
+    if code == "ResourceNotFoundException":
+        return errors.BackendUnavailable(
+            f"DynamoDB {operation}: the job table does not exist (create_table() makes it)"
+        )
+    return errors.BackendUnavailable(f"DynamoDB {operation} failed: {code}")
+
+
+def _error(exc: Any) -> tuple[str, str]:
+    """The code and message of a botocore ``ClientError``."""
+    error = exc.response.get("Error", {})
+    return str(error.get("Code", "")), str(error.get("Message", ""))
+
+
+def _created_key(created_at_ms: int, pk: str) -> str:
+    return f"{created_at_ms:020d}#{pk}"
+
+
+def _s(text: str) -> dict[str, str]:
+    return {"S": text}
+
+
+def _n(number: int) -> dict[str, str]:
+    return {"N": str(number)}
+
+
+def _is_live(item: Mapping[str, Any], now_ms: int) -> bool:
+    return int(item["expires_at_ms"]["N"]) > now_ms
+
+
+def _item(job: Job) -> dict[str, Any]:
+    pk, tenant = str(job.key), job.key.tenant_id
+    item: dict[str, Any] = {
+        "pk": _s(pk),
+        "status": _s(job.status.value),
+        "tenant_status": _s(f"{tenant}#{job.status.value}"),
+        "tenant_client": _s(f"{tenant}#{job.key.client_id}"),
+        "tenant_day": _s(f"{tenant}#{job.day}"),
+        "created_key": _s(_created_key(job.created_at_ms, pk)),
+        "created_at_ms": _n(job.created_at_ms),
+        "updated_at_ms": _n(job.updated_at_ms),
+        "expires_at_ms": _n(job.expires_at_ms),
+        # Rounded up: DynamoDB must never delete a job before vaultq considers it expired.
+        TTL_ATTRIBUTE: _n(-(-job.expires_at_ms // 1000)),
+        "version": _n(job.version),
+        "attempts": _n(job.attempts),
+        "progress": _s(repr(job.progress)),
+        "stages_completed": _s(encode_json(job.stages_completed)),
+        "checkpoints": _s(encode_json(list(job.checkpoints.items()))),
+        "input_files": _s(encode_json(job.input_files)),
+        "output_files": _s(encode_json(job.output_files)),
+        "attributes": _s(encode_json(job.attributes)),
+    }
+    optional = {"current_stage": job.current_stage, "error": job.error}
+    if job.result is not None:
+        optional["result"] = encode_json(job.result)
+    item.update({name: _s(value) for name, value in optional.items() if value is not None})
+    return item
+
+
+def _job(item: Mapping[str, Any]) -> Job:
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return None if value is None else str(value["S"])
+
+    def number(name: str) -> int:
+        return int(item[name]["N"])
+
+    result = text("result")
+    return Job(
+        key=JobKey.parse(item["pk"]["S"]),
+        status=JobStatus(item["status"]["S"]),
+        created_at_ms=number("created_at_ms"),
+        updated_at_ms=number("updated_at_ms"),
+        expires_at_ms=number("expires_at_ms"),
+        version=number("version"),
+        attempts=number("attempts"),
+        stages_completed=tuple(json.loads(item["stages_completed"]["S"])),
+        current_stage=text("current_stage"),
+        progress=float(item["progress"]["S"]),
+        checkpoints=dict(json.loads(item["checkpoints"]["S"])),
+        input_files=tuple(json.loads(item["input_files"]["S"])),
+        output_files=tuple(json.loads(item["output_files"]["S"])),
+        result=None if result is None else json.loads(result),
+        error=text("error"),
+        attributes=json.loads(item["attributes"]["S"]),
+    )
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_protocol(store: DynamoJobs) -> JobStore:
+        """mypy proves here that ``DynamoJobs`` is a ``JobStore``."""
+        return store
