@@ -13,6 +13,7 @@ from typing import Any
 
 from vaultq.app import App, DeadLetterQueue
 from vaultq.blobs import BucketNotification
+from vaultq.events import s3_records
 from vaultq.observe.alarms import dlq_depth
 from vaultq.runtime import NonRetryableError, job_of
 
@@ -53,5 +54,5 @@ def on_upload(event: dict[str, Any], context: Any) -> None:
     """Upload events arrive as S3 event JSON in the SQS record's body; the demo only logs
     their keys' sizes (never contents)."""
     for record in event["Records"]:
-        for upload in json.loads(record["body"])["Records"]:
+        for upload in s3_records(record):
             log.info("upload of %d bytes", upload["s3"]["object"]["size"])

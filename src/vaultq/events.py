@@ -8,6 +8,7 @@ checks them: a malformed response fails the whole batch, it never counts as succ
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,6 +36,24 @@ def sqs_event(
     """The Lambda SQS event for a batch of received messages."""
     arn = queue_arn(queue, region=region)
     return {"Records": [_sqs_record(m, arn, region) for m in messages]}
+
+
+def s3_records(sqs_record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The S3 event records an SQS record's body carries.
+
+    S3 sends one ``s3:TestEvent`` message (no ``Records``) to a queue when its bucket's
+    notifications are configured; it carries no records. Any other body raises
+    ``InvalidParameterValue``: a message that is not an S3 event is a poison message."""
+    try:
+        body = json.loads(sqs_record["body"])
+        if body.get("Event") == "s3:TestEvent" and "Records" not in body:
+            return []
+        records = body["Records"]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise errors.InvalidParameterValue("the SQS record does not carry an S3 event") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise errors.InvalidParameterValue("the S3 event's Records is not a list of objects")
+    return records
 
 
 def _sqs_record(message: ReceivedMessage, arn: str, region: str) -> dict[str, Any]:
