@@ -18,6 +18,9 @@ def test_jobs_wait_in_the_outbox_until_the_queue_is_back(start: Callable[..., Se
     client = down.client(token())
     job_ids = [client.post("/jobs", json={"payload": i}).json()["job_id"] for i in range(3)]
     assert [client.get(f"/jobs/{j}").json()["status"] for j in job_ids] == ["queued"] * 3
+    # A direct send has no job to wait for it: refused, never sent behind the switch.
+    direct = client.post("/queues/demo-jobs/messages", json={"body": "x"})
+    assert (direct.status_code, direct.json()["code"]) == (503, "BackendUnavailable")
     queues = SqliteQueues(down.data / "vaultq.db")
     try:
         assert queues.stats("demo-jobs").visible == 0

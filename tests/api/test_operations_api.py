@@ -54,14 +54,23 @@ def test_metrics_report_queue_depth_and_handler_invocations(server: Server) -> N
     assert found[("vaultq_jobs", (("status", "succeeded"),))] >= 1
 
 
+def test_callers_cannot_set_vaultq_s_own_message_attributes(server: Server) -> None:
+    producer = server.client(token("acme", "producer"))
+    for spoof in ({"vaultq-tenant": "globex"}, {"vaultq-job": "globex#alice#" + "0" * 32}):
+        refused = producer.post(
+            "/queues/demo-uploads/messages",
+            json={"body": '{"Records": []}', "attributes": {**spoof, "note": "spoof"}},
+        )
+        assert refused.status_code == 400
+        assert refused.json()["code"] == "InvalidParameterValue"
+        assert next(iter(spoof)) in refused.json()["detail"]
+
+
 def test_messages_sent_through_the_api_carry_the_sender_s_tenant(server: Server) -> None:
     producer = server.client(token("acme", "producer"))
     sent = producer.post(
         "/queues/demo-uploads/messages",
-        json={
-            "body": '{"Records": []}',
-            "attributes": {"vaultq-tenant": "globex", "note": "spoof attempt"},
-        },
+        json={"body": '{"Records": []}', "attributes": {"note": "hello"}},
     )
     batch = producer.post(
         "/queues/demo-uploads/messages/batch",

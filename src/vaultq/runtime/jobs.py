@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from vaultq.queues.protocol import Failure, ReceivedMessage
 
 JOB_ATTRIBUTE = "vaultq-job"
+#: The tenant vaultq's API stamps on every message it sends.
+TENANT_ATTRIBUTE = "vaultq-tenant"
+#: Message attribute names that only vaultq sets: its API refuses them from callers.
+RESERVED_ATTRIBUTE_PREFIXES = ("vaultq-", "vaultq.")
 log = logging.getLogger(__name__)
 _FINISHED = frozenset(
     {
@@ -82,13 +86,30 @@ def job_of(record: Mapping[str, Any], context: Any) -> JobHandle:
 
 
 def job_key_of_record(record: Mapping[str, Any]) -> JobKey | None:
-    attribute = record.get("messageAttributes", {}).get(JOB_ATTRIBUTE)
-    return None if attribute is None else JobKey.parse(attribute.get("stringValue"))
+    attributes = record.get("messageAttributes", {})
+    job = attributes.get(JOB_ATTRIBUTE)
+    if job is None:
+        return None
+    tenant = attributes.get(TENANT_ATTRIBUTE)
+    return _same_tenant(
+        JobKey.parse(job.get("stringValue")), None if tenant is None else tenant.get("stringValue")
+    )
 
 
 def job_key_of_message(message: ReceivedMessage) -> JobKey | None:
-    attribute = message.attributes.get(JOB_ATTRIBUTE)
-    return None if attribute is None else JobKey.parse(str(attribute.value))
+    job = message.attributes.get(JOB_ATTRIBUTE)
+    if job is None:
+        return None
+    tenant = message.attributes.get(TENANT_ATTRIBUTE)
+    return _same_tenant(JobKey.parse(str(job.value)), None if tenant is None else str(tenant.value))
+
+
+def _same_tenant(key: JobKey, tenant: str | None) -> JobKey:
+    """A message stamped with one tenant never names another tenant's job (defence in depth:
+    the API already refuses reserved attributes from callers)."""
+    if tenant is not None and tenant != key.tenant_id:
+        raise errors.InvalidParameterValue("the message names another tenant's job")
+    return key
 
 
 class JobTracker:

@@ -17,7 +17,6 @@ from vaultq.api.services import ApiServices, services
 from vaultq.jobs.protocol import Job, JobKey, JobStatus
 
 router = APIRouter(tags=["jobs"])
-TENANT_ATTRIBUTE = "vaultq-tenant"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _JOB_ID = r"^[0-9a-f]{32}$"
 

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vaultq import errors
 from vaultq.api.auth import Permission, Principal, require
-from vaultq.api.routers.jobs import TENANT_ATTRIBUTE
 from vaultq.api.services import ApiServices, services
 from vaultq.queues.protocol import (
     MAX_BATCH_ENTRIES,
@@ -23,6 +22,7 @@ from vaultq.queues.protocol import (
     ReceivedMessage,
     SendEntry,
 )
+from vaultq.runtime.jobs import RESERVED_ATTRIBUTE_PREFIXES, TENANT_ATTRIBUTE
 
 router = APIRouter(tags=["queues"])
 Services = Annotated[ApiServices, Depends(services)]
@@ -103,6 +103,7 @@ def send_message(
     api: Services,
 ) -> Sent:
     """Send one message to one of the app's queues."""
+    _check_enabled(api)
     result = api.queues.send(_declared(api, queue), _outgoing(message, principal))
     return Sent(message_id=result.message_id, sequence_number=result.sequence_number)
 
@@ -115,6 +116,7 @@ def send_batch(
     api: Services,
 ) -> BatchSent:
     """Send up to 10 messages; each entry succeeds or fails on its own."""
+    _check_enabled(api)
     entries = [SendEntry(id=e.id, message=_outgoing(e, principal)) for e in batch.entries]
     result = api.queues.send_batch(_declared(api, queue), entries)
     return BatchSent(
@@ -206,11 +208,24 @@ def _dead_letter_queue(api: ApiServices, queue: str) -> str:
     return dlq
 
 
+def _check_enabled(api: ApiServices) -> None:
+    """A message sent directly has no job to wait in the outbox: with the queue switched off
+    (``VAULTQ_QUEUE_ENABLED=false``) the send is refused, never queued behind the switch."""
+    if not api.settings.queue_enabled:
+        raise errors.BackendUnavailable("the queue is disabled (VAULTQ_QUEUE_ENABLED=false)")
+
+
 def _outgoing(message: MessageIn, principal: Principal) -> OutgoingMessage:
+    reserved = sorted(n for n in message.attributes if n.startswith(RESERVED_ATTRIBUTE_PREFIXES))
+    if reserved:
+        # vaultq's own attributes name tenants and jobs: a caller setting them could make a
+        # worker act on another tenant's job.
+        raise errors.InvalidParameterValue(
+            f"message attribute names starting with vaultq- are vaultq's: {', '.join(reserved)}"
+        )
     attributes = {
         name: MessageAttribute(data_type="String", value=value)
         for name, value in message.attributes.items()
-        if name != TENANT_ATTRIBUTE
     }
     attributes[TENANT_ATTRIBUTE] = MessageAttribute(data_type="String", value=principal.tenant)
     return OutgoingMessage(

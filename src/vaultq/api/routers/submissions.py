@@ -26,12 +26,12 @@ from starlette.exceptions import HTTPException
 
 from vaultq import errors
 from vaultq.api.auth import Permission, Principal, require
-from vaultq.api.routers.jobs import TENANT_ATTRIBUTE, own_client
+from vaultq.api.routers.jobs import own_client
 from vaultq.api.services import ApiServices, ApiSettings, dumps, services
 from vaultq.app import BODY_FIELD, DEDUPLICATION_SECONDS
 from vaultq.jobs.protocol import JobKey, JobStatus
 from vaultq.outbox.protocol import PendingSend
-from vaultq.runtime.jobs import JOB_ATTRIBUTE
+from vaultq.runtime.jobs import JOB_ATTRIBUTE, TENANT_ATTRIBUTE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
