@@ -1,0 +1,3 @@
+"""Tests of the example apps under examples/."""
+
+from __future__ import annotations
