@@ -21,7 +21,13 @@ from vaultq.jobs.dynamodb import TTL_ATTRIBUTE, table_spec
 if TYPE_CHECKING:
     from pathlib import Path
 
-APPS = ["vaultq.demo:app", "examples.private_embeddings.app:app", "tests.deploy.apps:app"]
+APPS = [
+    "vaultq.demo:app",
+    "examples.private_embeddings.app:app",
+    "examples.drawing_jobs.app:app",
+    "examples.predictions.app:app",
+    "tests.deploy.apps:app",
+]
 
 
 def resources(path: str = "tests.deploy.apps:app", of_type: str | None = None) -> dict[str, Any]:
@@ -34,8 +40,8 @@ def function(name: str) -> dict[str, Any]:
     return properties
 
 
-def role_statements(handler: str) -> list[dict[str, Any]]:
-    role = resources()[logical_id(handler, "FunctionRole")]["Properties"]
+def role_statements(handler: str, path: str = "tests.deploy.apps:app") -> list[dict[str, Any]]:
+    role = resources(path)[logical_id(handler, "FunctionRole")]["Properties"]
     return [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
 
 
@@ -130,6 +136,15 @@ def test_a_consumer_reads_only_the_objects_whose_uploads_reach_its_queue() -> No
     assert [actions(s) for s in s3] == [["s3:GetObject"]]
     assert objects["Fn::Join"][1][-1] == "deploytest-inbox/in/*.json"
     assert not any(a.startswith("s3:") for s in role_statements("plain") for a in actions(s))
+
+
+def test_a_job_handler_reads_and_writes_only_its_jobs_files() -> None:
+    statements = role_statements("process_drawing", "examples.drawing_jobs.app:app")
+    s3 = [s for s in statements if any(a.startswith("s3:") for a in actions(s))]
+    [objects] = s3[0]["Resource"]
+
+    assert [sorted(actions(s)) for s in s3] == [["s3:GetObject", "s3:PutObject"]]
+    assert objects["Fn::Join"][1][-1] == "drawings/jobs/*"
 
 
 def test_job_table_actions_reach_only_the_job_table() -> None:

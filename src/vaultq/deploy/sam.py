@@ -350,6 +350,23 @@ class _Builder:
         ]
         if uploads:
             statements.append(_allow("ReadNotifiedObjects", ["s3:GetObject"], uploads))
+        job_files = sorted(
+            {
+                route.bucket
+                for route in self.app.job_routes.values()
+                if route.bucket is not None and route.queue == handler.mapping.queue
+            }
+        )
+        if job_files:
+            # A job's handler reads the files submitted with it and writes its outputs beside
+            # them, under jobs/<tenant>/<client>/<job>/.
+            statements.append(
+                _allow(
+                    "UseJobFiles",
+                    ["s3:GetObject", "s3:PutObject"],
+                    [_s3_arn(f"{bucket}/jobs/*") for bucket in job_files],
+                )
+            )
         return statements
 
     def _producer_policy(self) -> None:
@@ -455,5 +472,8 @@ def _queue_configuration(notification: BucketNotification, event: str) -> dict[s
 
 def _object_arn(bucket: str, notification: BucketNotification) -> dict[str, Any]:
     """The objects whose events reach the queue: ``bucket/<prefix>*<suffix>``."""
-    objects = f"{bucket}/{notification.prefix}*{notification.suffix}"
+    return _s3_arn(f"{bucket}/{notification.prefix}*{notification.suffix}")
+
+
+def _s3_arn(objects: str) -> dict[str, Any]:
     return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::", objects]]}
