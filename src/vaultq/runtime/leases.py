@@ -83,13 +83,15 @@ class LeaseKeeper:
                 log.warning("lease heartbeat failed: %s", exc.code)
 
     def extend_due(self) -> None:
-        """Extend every lease that would lapse within half its visibility timeout."""
+        """Extend every lease that would lapse within half its visibility timeout, or within
+        two ticks: a short lease is never left to the next tick, which may come too late."""
         now = time.monotonic()
         with self._lock:
             due = [
                 lease
                 for lease in self._leases.values()
-                if lease.expires_at - now < lease.visibility_timeout_seconds / 2
+                if lease.expires_at - now
+                < max(lease.visibility_timeout_seconds / 2, 2 * _TICK_SECONDS)
             ]
         by_queue: dict[str, list[_Lease]] = {}
         for lease in due:
