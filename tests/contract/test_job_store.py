@@ -38,7 +38,8 @@ S, F, D, C = (
     JobStatus.CANCELLED,
 )
 # The state machine as the seed system needs it, written out independently of the code.
-ALLOWED = {(Q, P), (Q, C), (Q, F), (Q, D), (P, Q), (P, S), (P, F), (P, D)}
+# (D, Q): a redriven dead letter gives its job back to the queue.
+ALLOWED = {(Q, P), (Q, C), (Q, F), (Q, D), (P, Q), (P, S), (P, F), (P, D), (D, Q)}
 EVERY_PAIR = [(a, b) for a in JobStatus for b in JobStatus]
 DAY_MS = 24 * 60 * 60 * 1000
 KB = 1024

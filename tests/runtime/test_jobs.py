@@ -116,6 +116,25 @@ def test_dead_lettered_message_marks_its_job_with_the_error(env) -> None:
     assert "stage fetch broke" in job.error
 
 
+def test_a_redriven_dead_letter_runs_its_job_again_from_its_checkpoint(env, tmp_path) -> None:
+    queues, jobs, effects, start = env
+    fixed = tmp_path / "fixed"
+    submit(queues, jobs, fail_after="transform", fixed_when=str(fixed))
+    start()
+    wait_for(lambda: status(jobs) is JobStatus.DEAD_LETTERED)
+
+    fixed.touch()
+    assert queues.redrive("pipeline-dlq") == 1
+
+    wait_for(lambda: status(jobs) is JobStatus.SUCCEEDED)
+    job = jobs.get(KEY)
+    assert job is not None
+    assert job.attempts == 3, "two receives before the dead letter, one after the redrive"
+    assert job.stages_completed == ("fetch", "transform", "store")
+    assert effects.items("fetch") == ["job-1"], "the redriven job resumed after its checkpoint"
+    assert effects.items("store") == ["job-1"]
+
+
 def test_cancelled_job_never_runs_and_its_message_is_removed(env) -> None:
     queues, jobs, effects, start = env
     submit(queues, jobs)

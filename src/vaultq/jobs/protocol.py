@@ -54,17 +54,22 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     #: Final: stopped by an error that no retry fixes; ``error`` says which.
     FAILED = "failed"
-    #: Final: its message used up its receives and went to the dead-letter queue.
+    #: Stopped: its message used up its receives and went to the dead-letter queue. Final
+    #: unless an operator redrives the message: the job then goes back to ``queued``.
     DEAD_LETTERED = "dead_lettered"
     #: Final: withdrawn by its client before a worker took it.
     CANCELLED = "cancelled"
 
     @property
     def is_terminal(self) -> bool:
-        return not TRANSITIONS[self]
+        """The job has stopped: nothing runs it unless a dead letter is redriven."""
+        return self in _TERMINAL
 
 
-#: Every allowed status change. Terminal states allow none; a retry is processing -> queued.
+_TERMINAL = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
+
+#: Every allowed status change. A retry is processing -> queued; a redriven dead letter is
+#: dead_lettered -> queued; the other terminal states allow none.
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = MappingProxyType(
     {
         JobStatus.QUEUED: frozenset(
@@ -85,7 +90,7 @@ TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = MappingProxyType(
         ),
         JobStatus.SUCCEEDED: frozenset(),
         JobStatus.FAILED: frozenset(),
-        JobStatus.DEAD_LETTERED: frozenset(),
+        JobStatus.DEAD_LETTERED: frozenset({JobStatus.QUEUED}),
         JobStatus.CANCELLED: frozenset(),
     }
 )

@@ -28,14 +28,7 @@ TENANT_ATTRIBUTE = "vaultq-tenant"
 #: Message attribute names that only vaultq sets: its API refuses them from callers.
 RESERVED_ATTRIBUTE_PREFIXES = ("vaultq-", "vaultq.")
 log = logging.getLogger(__name__)
-_FINISHED = frozenset(
-    {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.DEAD_LETTERED,
-        JobStatus.CANCELLED,
-    }
-)
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class JobHandle:
@@ -134,7 +127,10 @@ class JobTracker:
             if job is None or job.status in _FINISHED:
                 done.append(message)
                 continue
-            if job.status is JobStatus.QUEUED:
+            if job.status is JobStatus.DEAD_LETTERED:
+                # Only a redrive brings a dead letter back: the job is queued again.
+                self._move(key, JobStatus.QUEUED, expected=JobStatus.DEAD_LETTERED)
+            if job.status in (JobStatus.QUEUED, JobStatus.DEAD_LETTERED):
                 self._move(key, JobStatus.PROCESSING, expected=JobStatus.QUEUED)
             run.append(message)
         return run, done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.runtime.apps.behaviours import record
@@ -38,6 +39,11 @@ def pipeline(event: dict[str, Any], context: Any) -> None:
             job.complete_stage(stage, checkpoint={"done": done}, progress=len(done) / len(STAGES))
             if first_attempt and body.get("hang_after") == stage:
                 time.sleep(10)  # past the 2-second timeout: the attempt is stopped here
-        if body.get("fail_after") == stage:
+        if body.get("fail_after") == stage and not _fixed(body):
             raise RuntimeError(f"stage {stage} broke")
     job.succeed({"stages": done}, output_files=[f"out/{body['id']}.txt"])
+
+
+def _fixed(body: dict[str, Any]) -> bool:
+    """A failing stage is mended once the file ``fixed_when`` names exists."""
+    return "fixed_when" in body and Path(body["fixed_when"]).exists()
