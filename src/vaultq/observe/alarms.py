@@ -142,7 +142,9 @@ def oldest_message_age_seconds(queue: str) -> AlarmMetric:
 
 
 def handler_errors(handler: str | None = None) -> AlarmMetric:
-    """Failed invocations of ``handler``, or of every handler when None."""
+    """Failed invocations of ``handler``, or of every handler when None: those that raised,
+    timed out, or reported every message of their batch failed (Lambda's ``Errors`` counts
+    only the first two; a batch that failed whole is an error to whoever watches it)."""
     return AlarmMetric(kind=MetricKind.HANDLER_ERRORS, handler=handler)
 
 
