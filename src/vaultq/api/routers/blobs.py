@@ -42,7 +42,18 @@ class DownloadUrl(BaseModel):
     expires_at: datetime
 
 
-@router.put("/blobs/{bucket}/{key:path}", response_model=StoredObject)
+@router.put(
+    "/blobs/{bucket}/{key:path}",
+    response_model=StoredObject,
+    # The body is read raw (streamed, size-checked), so FastAPI cannot describe it itself.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the object's bytes; Content-Type is stored with it",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def upload(
     bucket: str,
     key: str,

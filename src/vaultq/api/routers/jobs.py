@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from vaultq import errors
 from vaultq.api.auth import Permission, Principal, require
@@ -17,6 +17,7 @@ from vaultq.api.services import ApiServices, services
 from vaultq.jobs.protocol import Job, JobKey, JobStatus
 
 router = APIRouter(tags=["jobs"])
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _JOB_ID = r"^[0-9a-f]{32}$"
 
@@ -42,6 +43,16 @@ class JobView(BaseModel):
     output_files: list[OutputFile]
     result: dict[str, Any] | None
     error: str | None
+
+
+def _iso8601(value: object) -> object:
+    """Times are ISO 8601: pydantic would also read ``0.5`` as seconds since the epoch."""
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("expected an ISO 8601 date or date-time, e.g. 2026-11-23T19:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso8601)]
 
 
 class JobPageView(BaseModel):
@@ -100,8 +111,8 @@ def list_jobs(
     api: Services,
     status: JobStatus | None = None,
     client: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[IsoDatetime | None, Query(alias="from")] = None,
+    until: Annotated[IsoDatetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JobPageView:
