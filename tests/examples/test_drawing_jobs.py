@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,13 +13,12 @@ import httpx2 as httpx
 import pytest
 from openpyxl import load_workbook
 
-from tests.api.conftest import ROOT, SECRET, Server, free_port, token, wait_for
+from tests.api.conftest import Server, start_server, token, wait_for
 from tests.examples.drawing_llm_server import ChatServer, chat_server, completion
 from tests.examples.pdf import text_pdf
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 APP = "examples.drawing_jobs.app:app"
 DRAWING = text_pdf(
@@ -38,38 +34,6 @@ STAGES = ["context", "components", "excel_generation", "judge"]
 REVIEW = "Door D-101 is fire rated as specified; nothing is missing."
 
 
-def start_app(data: Path, app_path: str, **env: str) -> Server:
-    port = free_port()
-    environment = {
-        **os.environ,
-        "VAULTQ_URL": f"sqlite:///{data}/vaultq.db",
-        "VAULTQ_AUTH_HS256_SECRET": SECRET.decode(),
-        "VAULTQ_OPERATOR_TENANT": "ops",
-        "VAULTQ_ALARM_INTERVAL_SECONDS": "0.2",
-        **env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vaultq", "up", app_path, "--port", str(port), "--workers", "1"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = Server(base_url=f"http://127.0.0.1:{port}", data=data, process=process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with httpx.Client(timeout=1) as probe:
-                if probe.get(f"{server.base_url}/healthz").status_code == 200:
-                    return server
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError("vaultq up did not start")
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def llm_provider() -> Iterator[ChatServer]:
     """An OpenAI-compatible endpoint on 127.0.0.1 that reviews every schedule alike."""
@@ -79,9 +43,11 @@ def llm_provider() -> Iterator[ChatServer]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, llm_provider: ChatServer) -> Iterator[Server]:
-    running = start_app(
+    running = start_server(
         tmp_path_factory.mktemp("drawings"),
-        APP,
+        app=APP,
+        VAULTQ_OPERATOR_TENANT="ops",
+        VAULTQ_ALARM_INTERVAL_SECONDS="0.2",
         DRAWING_LLM_URL=llm_provider.url,
         DRAWING_LLM_MODEL="tiny-reviewer",
     )
