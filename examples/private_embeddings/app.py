@@ -1,13 +1,28 @@
-"""Private embeddings: an encrypted upload becomes one sealed vector per message.
+"""Private embeddings: an encrypted upload becomes one sealed vector per message; the API
+re-embeds stored messages and searches a tenant's vectors without ever holding a text.
 
 A client seals its messages and puts one upload object into the ``messages`` bucket
-(``vaultq.client.upload_messages``); the bucket's ``ObjectCreated`` event goes to the
-``embed-jobs`` queue; ``embed_uploads`` opens the texts in memory, embeds them with the
-local all-MiniLM-L6-v2 and upserts sealed vectors into ``<data dir>/vectors.db``.
+(``vaultq.client.upload_messages``; with ``jobs=`` the upload is also a job whose progress
+``GET /jobs/{id}`` shows); the bucket's ``ObjectCreated`` event goes to the ``embed-jobs``
+queue; ``embed_uploads`` opens the texts in memory, embeds them with the local
+all-MiniLM-L6-v2 and upserts sealed vectors into ``<data dir>/vectors.db``.
+
+Two job routes feed the ``embed-requests`` queue, whose own handler process keeps requests
+from waiting behind a backlog of uploads:
+
+- ``POST /api/v1/embeddings/generate {"message_ids": [...], "priority": "normal"|"high"}``
+  re-embeds the caller tenant's stored messages from their upload objects;
+- ``POST /api/v1/search {"query": "...", "k": 10}`` ranks the caller tenant's messages. The
+  API seals the query for the workers (``VAULTQ_WORKER_PUBLIC_KEY``) before the job is
+  stored, so no queue, job or log holds its text; a client may send ``sealed_query``
+  (``vaultq.client.seal_query(...).as_json()``) instead, and then the API never sees it.
+  The request waits up to 10 s and answers ``200`` with the results, else ``202``: poll
+  ``GET /jobs/{job_id}``.
 
 Run it with the worker keys in the environment::
 
-    VAULTQ_WORKER_KEYS=<base64 X25519 private key> vaultq worker examples.private_embeddings.app:app
+    VAULTQ_WORKER_KEYS=<base64 X25519 private key> \\
+    VAULTQ_WORKER_PUBLIC_KEY=<base64 public key> vaultq up examples.private_embeddings.app:app
 
 The vector secret (see ``vaultq.embeddings.pipeline``) is made on first use in
 ``<data dir>/secrets/vector-secret`` (mode 0600), beside the database: an interim choice
@@ -16,26 +31,126 @@ that keeps vectors sealed in the database and its copies, not from whoever can r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
-from typing import Any
+import json
+import os
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from vaultq import errors, wiring
 from vaultq.app import App, DeadLetterQueue
 from vaultq.blobs import BucketNotification
-from vaultq.client import UPLOAD_PREFIX, InvalidUpload
-from vaultq.embeddings.pipeline import EmbeddingServices, process_upload, records_of
+from vaultq.client import MAX_QUERY_BYTES, UPLOAD_PREFIX, InvalidUpload, SealedQuery, seal_query
+from vaultq.embeddings.pipeline import (
+    EmbeddingServices,
+    embed_upload,
+    load_upload,
+    records_of,
+    regenerate,
+    search_query,
+)
+from vaultq.jobs.protocol import JobStatus
 from vaultq.privacy.keys import KeyRing
 from vaultq.runtime.failures import NonRetryableError
-from vaultq.runtime.jobs import job_key_of_record, job_of
+from vaultq.runtime.jobs import JobHandle, job_key_of_record, job_of
+
+if TYPE_CHECKING:
+    from vaultq.jobs.protocol import JobKey, JobStore
 
 BUCKET = "messages"
 QUEUE = "embed-jobs"
+REQUESTS_QUEUE = "embed-requests"
 COLLECTION = "message_embeddings"
 VECTOR_SECRET_NAME = "vector-secret"  # noqa: S105 - a file name, not a secret
+PUBLIC_KEY_VARIABLE = "VAULTQ_WORKER_PUBLIC_KEY"
+MAX_RECEIVES = 3
+MAX_GENERATE_IDS = 1000
+MAX_K = 100
 
 app = App("private-embeddings")
-app.queue(QUEUE, visibility_timeout_seconds=360, dead_letter=DeadLetterQueue(max_receive_count=3))
+app.queue(
+    QUEUE,
+    visibility_timeout_seconds=360,
+    dead_letter=DeadLetterQueue(max_receive_count=MAX_RECEIVES),
+)
+app.queue(
+    REQUESTS_QUEUE,
+    visibility_timeout_seconds=180,
+    dead_letter=DeadLetterQueue(max_receive_count=MAX_RECEIVES),
+)
 app.bucket(BUCKET, notifications=[BucketNotification(QUEUE, prefix=UPLOAD_PREFIX, suffix=".json")])
+
+MessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_ids: list[MessageId] = Field(min_length=1, max_length=MAX_GENERATE_IDS)
+    #: Both run on ``embed-requests``, ahead of any upload backlog; kept in the job result.
+    priority: Literal["normal", "high"] = "normal"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> GenerateRequest:
+        if len(set(self.message_ids)) != len(self.message_ids):
+            raise ValueError("message_ids must be distinct")
+        return self
+
+
+class SealedQueryBody(BaseModel):
+    """``vaultq.client.SealedQuery.as_json()``: sealed on the caller's machine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: MessageId
+    wrapped_key: str = Field(max_length=512)
+    sealed: str = Field(max_length=4 * (MAX_QUERY_BYTES + 29) // 3 + 4)
+
+
+class SearchRequest(BaseModel):
+    """Exactly one of ``query`` (sealed by the API at once) and ``sealed_query``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_BYTES)
+    sealed_query: SealedQueryBody | None = None
+    k: int = Field(default=10, ge=1, le=MAX_K)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if (self.query is None) == (self.sealed_query is None):
+            raise ValueError("give exactly one of query and sealed_query")
+        return self
+
+
+def seal_search(payload: JsonValue, tenant: str) -> JsonValue:
+    """The search job's payload: the query sealed for the workers, for this tenant only."""
+    assert isinstance(payload, dict)  # noqa: S101 - SearchRequest's dump
+    if payload["query"] is None:
+        return {"sealed_query": payload["sealed_query"], "k": payload["k"]}
+    text = str(payload["query"])
+    sealed = seal_query(text, public_key=_worker_public_key(), tenant=tenant)
+    return {"sealed_query": dict(sealed.as_json()), "k": payload["k"]}
+
+
+app.accept_jobs(
+    queue=REQUESTS_QUEUE,
+    path="/api/v1/embeddings/generate",
+    body=GenerateRequest,
+    estimated_time_seconds=10,
+)
+app.accept_jobs(
+    queue=REQUESTS_QUEUE,
+    path="/api/v1/search",
+    body=SearchRequest,
+    estimated_time_seconds=2,
+    ttl_seconds=86_400,
+    prepare_payload=seal_search,
+    wait_seconds=10,
+)
 
 
 @functools.cache
@@ -56,6 +171,7 @@ def services() -> EmbeddingServices:
         collection=COLLECTION,
         vector_secret=wiring.local_secret(root, VECTOR_SECRET_NAME),
         batch_size=model.batch_size,
+        bucket=BUCKET,
     )
 
 
@@ -64,13 +180,98 @@ def services() -> EmbeddingServices:
 def embed_uploads(event: dict[str, Any], context: Any) -> None:
     """Tampered or malformed uploads go to the dead-letter queue at once (no retry changes
     authenticated bytes); an unknown key id is retried, since a key rotation may be under
-    way, and dead-lettered with ``UNKNOWN_KEY_ID`` after the last receive."""
+    way, and dead-lettered with ``UNKNOWN_KEY_ID`` after the last receive. An upload that
+    names its job (``client_id``) reports progress, result and failure there."""
     for sqs_record in event["Records"]:
         job = job_of(sqs_record, context) if job_key_of_record(sqs_record) else None
         for s3_record in records_of(sqs_record):
+            tracked = job
             try:
-                results = process_upload(services(), s3_record, job=job)
-            except (errors.DecryptionFailed, InvalidUpload) as exc:
-                raise NonRetryableError(str(exc), reason=exc.failure_reason) from None
-            if job is not None:
-                job.succeed({"messages_embedded": len(results), "model": results[0]["model"]})
+                upload = load_upload(services(), s3_record)
+                tracked = job or _upload_job(context, upload.job_key)
+                results = embed_upload(services(), upload, job=tracked)
+            except Exception as exc:
+                _give_back(tracked, sqs_record, exc)
+                if isinstance(exc, errors.DecryptionFailed | InvalidUpload):
+                    raise NonRetryableError(str(exc), reason=exc.failure_reason) from None
+                raise
+            if tracked is not None:
+                tracked.succeed({"messages_embedded": len(results), "model": results[0]["model"]})
+
+
+@app.handler(queue=REQUESTS_QUEUE, batch_size=1, timeout_seconds=120, max_concurrency=1)
+def serve_requests(event: dict[str, Any], context: Any) -> None:
+    """Generate and search jobs of the API; each result is stored on its job."""
+    for record in event["Records"]:
+        job = job_of(record, context)
+        payload = json.loads(record["body"])["payload"]
+        try:
+            result = _search(job, payload) if "sealed_query" in payload else _generate(job, payload)
+        except (errors.DecryptionFailed, InvalidUpload) as exc:
+            raise NonRetryableError(str(exc), reason=exc.failure_reason) from None
+        job.succeed(result)
+
+
+def _generate(job: JobHandle, payload: dict[str, Any]) -> dict[str, Any]:
+    done = regenerate(
+        services(), tenant=job.key.tenant_id, message_ids=payload["message_ids"], job=job
+    )
+    return {
+        "results": done.results,
+        "unknown_message_ids": done.unknown_message_ids,
+        "priority": payload["priority"],
+        "model": services().provider.name,
+    }
+
+
+def _search(job: JobHandle, payload: dict[str, Any]) -> dict[str, Any]:
+    hits = search_query(
+        services(),
+        tenant=job.key.tenant_id,
+        query=SealedQuery.from_json(payload["sealed_query"]),
+        k=int(payload["k"]),
+    )
+    return {
+        "results": [{"message_id": message_id, "score": score} for message_id, score in hits],
+        "model": services().provider.name,
+    }
+
+
+def _upload_job(context: Any, key: JobKey | None) -> JobHandle | None:
+    """The upload's own job, moved to ``processing``; None when the upload names none or
+    its job is gone or finished (a reprocessed upload changes no finished job)."""
+    store: JobStore | None = getattr(context, "jobs", None)
+    if key is None or store is None:
+        return None
+    found = store.get(key)
+    if found is None or found.status.is_terminal:
+        return None
+    if found.status is JobStatus.QUEUED:
+        store.transition(key, to=JobStatus.PROCESSING, expected=JobStatus.QUEUED)
+    return JobHandle(store, key)
+
+
+def _give_back(job: JobHandle | None, record: dict[str, Any], exc: Exception) -> None:
+    """An upload job's status after a failed attempt, which the worker cannot set itself
+    (its message is S3's): dead-lettered after the last attempt or a final error, else
+    queued for the retry. The error names the reason only, never message content."""
+    if job is None or job_key_of_record(record) is not None:
+        return  # untracked, or the worker keeps this message's job
+    reason = str(getattr(exc, "failure_reason", "HANDLER_ERROR"))
+    final = isinstance(exc, errors.DecryptionFailed | InvalidUpload) or (
+        int(record["attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVES
+    )
+    if final:
+        job.store.fail(job.key, reason, to=JobStatus.DEAD_LETTERED)
+    else:
+        job.store.transition(job.key, to=JobStatus.QUEUED, expected=JobStatus.PROCESSING)
+
+
+def _worker_public_key() -> bytes:
+    try:
+        key = base64.b64decode(os.environ.get(PUBLIC_KEY_VARIABLE, ""), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:  # a raw X25519 public key
+        raise errors.InvalidSettings(f"{PUBLIC_KEY_VARIABLE} must be a base64 X25519 public key")
+    return key

@@ -43,6 +43,8 @@ from vaultq.queues.protocol import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from pydantic import JsonValue
+
     from vaultq.blobs.protocol import BlobStore
     from vaultq.queues.protocol import QueueBackend
 
@@ -65,6 +67,8 @@ _GROUP = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 BODY_FIELD = "body"
 #: How long an equal submission counts as a duplicate: SQS's deduplication interval.
 DEDUPLICATION_SECONDS = 300
+#: The longest a job route may hold a request open for its job (SQS long polling's cap).
+MAX_WAIT_SECONDS = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +180,12 @@ class JobRoute:
     deduplicate: bool = False
     estimated_time_seconds: int = 60
     ttl_seconds: int = 30 * 24 * 60 * 60
+    #: Turns the validated payload (and the caller's tenant) into the job's payload before
+    #: anything is stored or fingerprinted, e.g. to seal a private field for the workers.
+    prepare_payload: Callable[[JsonValue, str], JsonValue] | None = None
+    #: How long ``POST`` waits for the job to finish and answer with its result (JSON
+    #: routes; 0: answer at once). For short jobs, e.g. a search.
+    wait_seconds: float = 0
 
     def __post_init__(self) -> None:
         if not _ROUTE_PATH.fullmatch(self.path) or (
@@ -194,6 +204,10 @@ class JobRoute:
             raise errors.InvalidParameterValue("estimated_time_seconds must be 0..86400")
         if not 60 <= self.ttl_seconds <= 366 * 86_400:
             raise errors.InvalidParameterValue("ttl_seconds must be 60 s..366 days")
+        if not 0 <= self.wait_seconds <= MAX_WAIT_SECONDS or (self.wait_seconds and self.files):
+            raise errors.InvalidParameterValue(
+                f"wait_seconds must be 0..{MAX_WAIT_SECONDS}, and 0 for a route with files"
+            )
 
     @property
     def multipart(self) -> bool:
@@ -287,13 +301,18 @@ class App:
         deduplicate: bool | None = None,
         estimated_time_seconds: int = 60,
         ttl_seconds: int = 30 * 86_400,
+        prepare_payload: Callable[[JsonValue, str], JsonValue] | None = None,
+        wait_seconds: float = 0,
     ) -> JobRoute:
         """Let ``POST <path>`` create jobs whose messages go to ``queue``.
 
         ``body`` (a pydantic model refusing unknown fields) validates the request, and its
         JSON dump is the job's payload; ``files`` (names or ``FileField``) make the request
         multipart and are stored in ``bucket``. ``deduplicate`` defaults to the queue's
-        content-based deduplication."""
+        content-based deduplication. ``prepare_payload(payload, tenant)`` returns the payload
+        to store and send instead (its result is what duplicates are compared on). With
+        ``wait_seconds`` the request holds on until the job finishes (``200`` with its
+        ``result``) or the time is up (``202``, as without it)."""
         spec = self.queues.get(queue)
         if spec is None:
             raise errors.InvalidParameterValue(f"jobs go to undeclared queue {queue!r}")
@@ -315,6 +334,8 @@ class App:
             ),
             estimated_time_seconds=estimated_time_seconds,
             ttl_seconds=ttl_seconds,
+            prepare_payload=prepare_payload,
+            wait_seconds=wait_seconds,
         )
         self.job_routes[path] = route
         return route

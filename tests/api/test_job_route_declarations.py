@@ -72,6 +72,8 @@ def test_deduplication_follows_the_queue_unless_declared() -> None:
         ({"message_group": "all"}, "needs a FIFO queue"),
         ({"queue": "plain.fifo", "message_group": "no spaces"}, "invalid message group"),
         ({"ttl_seconds": 10}, "ttl_seconds"),
+        ({"wait_seconds": 21}, "wait_seconds"),
+        ({"wait_seconds": 5, "files": ["drawing"], "bucket": "inputs"}, "wait_seconds"),
     ],
 )
 def test_invalid_declarations_are_refused(options: dict[str, Any], reason: str) -> None:

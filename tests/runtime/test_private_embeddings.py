@@ -8,6 +8,7 @@ import base64
 import logging
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from vaultq.embeddings.pipeline import (
     EmbeddingServices,
     open_vector,
     process_upload,
+    regenerate,
     search_sealed,
     vector_key,
 )
@@ -308,3 +310,42 @@ def test_the_pipeline_saves_the_jobs_progress_after_each_batch(
     assert [r["message_id"] for r in results] == [mid for mid, _ in texts(20)]
     assert set(results[0]) == {"message_id", "embedding_stored", "processing_time_ms", "model"}
     assert all(r["embedding_stored"] and r["model"] == "all-MiniLM-L6-v2" for r in results)
+
+
+def test_regenerate_takes_each_message_from_the_tenants_latest_upload_only(
+    tmp_path: Path, model: LocalSentenceModel
+) -> None:
+    key = generate_worker_key()
+    blobs = wiring.open_blobs(f"sqlite:///{tmp_path}/vaultq.db")
+    blobs.create_bucket(BUCKET)
+    vectors = EmbeddedVectors(tmp_path / "vectors.db")
+    vectors.create_collection(COLLECTION, dimension=model.dimension, mode="sealed")
+    services = EmbeddingServices(
+        blobs=blobs,
+        key_ring=KeyRing([key.private_key]),
+        provider=model,
+        vectors=vectors,
+        collection=COLLECTION,
+        vector_secret=b"v" * 32,
+    )
+    for tenant, messages in [
+        (TENANT, [("msg-1", "an old draft about tax returns"), ("msg-2", "jazz piano")]),
+        (f"{TENANT}2", [("msg-3", "a neighbour tenant's note")]),
+        (TENANT, [("msg-1", "the final text about sailing boats")]),
+    ]:
+        upload = seal_messages(messages, public_key=key.public_key, tenant=tenant)
+        blobs.put(BUCKET, upload.object_key, upload.to_json())
+        time.sleep(0.01)  # distinct last-modified times: the latest upload wins
+    blobs.put(BUCKET, f"jobs/{TENANT}/junk.json", b"not an upload")
+    vkey = vector_key(b"v" * 32, tenant=TENANT)
+    try:
+        done = regenerate(services, tenant=TENANT, message_ids=["msg-1", "msg-3", "msg-9"])
+        [stored] = vectors.sealed_items(COLLECTION, tenant=TENANT, limit=10).items
+        vector = open_vector(vkey, message_id="msg-1", sealed=stored.sealed_vector)
+    finally:
+        vectors.close()
+        blobs.close()
+
+    assert [r["message_id"] for r in done.results] == ["msg-1"]
+    assert done.unknown_message_ids == ["msg-3", "msg-9"]
+    assert vector @ model.embed(["the final text about sailing boats"])[0] > 0.99

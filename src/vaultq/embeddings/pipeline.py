@@ -19,6 +19,12 @@ message again gives the same bytes, so reprocessing an upload changes no row, an
 ciphertexts reveal only that a message's vector did not change. Whoever holds the secret
 reads every tenant's vectors: it must be kept like the worker keys.
 
+``regenerate`` re-embeds a tenant's named messages from the upload objects under
+``jobs/<tenant>/`` (the bucket is the index: no other copy of which upload holds which
+message exists), and ``search_query`` answers a ``SealedQuery``: the query's data key is
+unwrapped for that tenant and query only, the text opened and embedded in memory, the
+tenant's vectors opened with its vector key and ranked, and every key and buffer wiped.
+
 Stored in clear: the tenant, message ids, the collection and ``{"model": <name>}`` metadata.
 """
 
@@ -39,7 +45,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vaultq import errors
-from vaultq.client import InvalidUpload, SealedUpload, upload_key
+from vaultq.client import (
+    UPLOAD_PREFIX,
+    InvalidUpload,
+    SealedMessage,
+    SealedQuery,
+    SealedUpload,
+)
 from vaultq.privacy.envelope import (
     DATA_KEY_BYTES,
     FORMAT_VERSION,
@@ -63,7 +75,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-    from vaultq.blobs.protocol import BlobStore
+    from vaultq.blobs.protocol import BlobStore, ObjectInfo
     from vaultq.embeddings.protocol import EmbeddingProvider
     from vaultq.privacy.keys import KeyRing
     from vaultq.runtime.jobs import JobHandle
@@ -73,10 +85,15 @@ __all__ = [
     "MIN_VECTOR_SECRET_BYTES",
     "EmbeddingServices",
     "MessageResult",
+    "Regenerated",
     "VectorKey",
+    "embed_upload",
+    "load_upload",
     "open_vector",
     "process_upload",
+    "regenerate",
     "seal_vector",
+    "search_query",
     "search_sealed",
     "vector_key",
 ]
@@ -102,6 +119,8 @@ class EmbeddingServices:
     vector_secret: bytes | None = None
     #: Messages opened and embedded together (the model's batch size is a good choice).
     batch_size: int = 64
+    #: Where upload objects live, for ``regenerate``.
+    bucket: str = "messages"
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= MAX_BATCH:
@@ -217,42 +236,177 @@ def process_upload(
     job: JobHandle | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict[str, Any]]:
-    """Embed every message of the upload an S3 ``ObjectCreated`` ``record`` names; one
-    result per message, in upload order. Raises ``InvalidUpload``, ``DecryptionFailed`` or
-    ``UnknownKeyId`` (each with a ``failure_reason``) without having stored anything for
-    the failing batch; earlier batches stay stored (upserts are idempotent, so a retry
-    simply does them again)."""
+    """Embed every message of the upload an S3 ``ObjectCreated`` ``record`` names
+    (``load_upload`` then ``embed_upload``)."""
+    return embed_upload(services, load_upload(services, record), job=job, clock=clock)
+
+
+def load_upload(services: EmbeddingServices, record: Mapping[str, Any]) -> SealedUpload:
+    """The upload object an S3 ``ObjectCreated`` ``record`` names, checked to lie at its own
+    tenant and job's key; ``InvalidUpload`` otherwise."""
     bucket, key = object_of(record)
     data, _info = services.blobs.get(bucket, key)
     upload = SealedUpload.from_json(data)
-    if key != upload_key(tenant=upload.tenant, job_id=upload.job_id):
+    if key != upload.object_key:
         raise InvalidUpload("the upload object lies at another tenant's or job's key")
+    return upload
+
+
+def embed_upload(
+    services: EmbeddingServices,
+    upload: SealedUpload,
+    *,
+    job: JobHandle | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[dict[str, Any]]:
+    """Embed every message of ``upload``; one result per message, in upload order. Raises
+    ``InvalidUpload``, ``DecryptionFailed`` or ``UnknownKeyId`` (each with a
+    ``failure_reason``) without having stored anything for the failing batch; earlier
+    batches stay stored (upserts are idempotent, so a retry simply does them again)."""
+    progress = _Progress(job, total=len(upload.messages))
+    results = _embed_messages(services, upload, upload.messages, progress=progress, clock=clock)
+    return [result.as_dict() for result in results]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Regenerated:
+    """What ``regenerate`` did: one result per re-embedded message, and the ids it could not
+    find among the tenant's stored messages (in request order)."""
+
+    results: list[dict[str, Any]]
+    unknown_message_ids: list[str]
+
+
+def regenerate(
+    services: EmbeddingServices,
+    *,
+    tenant: str,
+    message_ids: Sequence[str],
+    job: JobHandle | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Regenerated:
+    """Embed ``tenant``'s already uploaded ``message_ids`` again, from the tenant's upload
+    objects (``jobs/<tenant>/``, newest first: a message uploaded twice is taken from its
+    latest upload). Only that prefix is read, so another tenant's ids are simply unknown;
+    an object there that is not a valid upload of the tenant is skipped."""
+    wanted = set(message_ids)
+    progress = _Progress(job, total=len(wanted))
+    results: list[MessageResult] = []
+    for upload in _tenant_uploads(services, tenant):
+        chosen = tuple(message for message in upload.messages if message.message_id in wanted)
+        if chosen:
+            results += _embed_messages(services, upload, chosen, progress=progress, clock=clock)
+            wanted -= {message.message_id for message in chosen}
+        if not wanted:
+            break
+    return Regenerated(
+        results=[result.as_dict() for result in results],
+        unknown_message_ids=[message_id for message_id in message_ids if message_id in wanted],
+    )
+
+
+def search_query(
+    services: EmbeddingServices, *, tenant: str, query: SealedQuery, k: int
+) -> list[tuple[str, float]]:
+    """The ``k`` of ``tenant``'s messages nearest a sealed query: the query is opened and
+    embedded in memory, the tenant's vectors opened (sealed collections) and ranked; every
+    key and buffer is overwritten before returning. ``(message_id, score)``, best first."""
     collection = services.vectors.collection(services.collection)
-    total = len(upload.messages)
+    unwrapped = services.key_ring.unwrap(query.wrapped_key, tenant=tenant, job_id=query.query_id)
+    with wiping(unwrapped) as data_key:
+        opened = open_sealed(
+            data_key, tenant=tenant, message_id=query.query_id, sealed=query.sealed
+        )
+    with wiping(opened):
+        vector = services.provider.embed([_text(opened)])[0]
+    try:
+        with _vector_key_for(services, collection, tenant) as vkey:
+            if vkey is None:
+                hits = services.vectors.search(
+                    collection.name, tenant=tenant, query_vector=vector.tolist(), k=k
+                )
+                return [(hit.message_id, hit.score) for hit in hits]
+            return search_sealed(
+                services.vectors, collection.name, key=vkey, query_vector=vector, k=k
+            )
+    finally:
+        vector.fill(0)
+
+
+class _Progress:
+    """A job's progress over several uploads' batches: messages done of ``total``."""
+
+    def __init__(self, job: JobHandle | None, *, total: int) -> None:
+        self.job = job
+        self.total = total
+        self.done = 0
+
+    def add(self, count: int) -> None:
+        self.done += count
+        if self.job is not None and self.total:
+            self.job.save_progress(
+                self.done / self.total,
+                stage="embedding",
+                checkpoint={"messages_done": self.done, "messages_total": self.total},
+            )
+
+
+def _embed_messages(
+    services: EmbeddingServices,
+    upload: SealedUpload,
+    messages: Sequence[SealedMessage],
+    *,
+    progress: _Progress,
+    clock: Callable[[], float],
+) -> list[MessageResult]:
+    collection = services.vectors.collection(services.collection)
     results: list[MessageResult] = []
     unwrapped = services.key_ring.unwrap(
         upload.wrapped_key, tenant=upload.tenant, job_id=upload.job_id
     )
-    with wiping(unwrapped) as data_key, _vector_key_for(services, collection, upload) as vkey:
-        for start in range(0, total, services.batch_size):
-            batch = upload.messages[start : start + services.batch_size]
+    with (
+        wiping(unwrapped) as data_key,
+        _vector_key_for(services, collection, upload.tenant) as vkey,
+    ):
+        for start in range(0, len(messages), services.batch_size):
+            batch = messages[start : start + services.batch_size]
             results += _process_batch(
                 services,
                 collection=collection,
-                tenant=upload.tenant,
+                upload=upload,
                 batch=batch,
                 data_key=data_key,
                 vkey=vkey,
                 clock=clock,
             )
-            if job is not None:
-                job.save_progress(
-                    len(results) / total,
-                    stage="embedding",
-                    checkpoint={"messages_done": len(results), "messages_total": total},
-                )
-            log.info("job %s: %d of %d messages embedded", upload.job_id, len(results), total)
-    return [result.as_dict() for result in results]
+            progress.add(len(batch))
+            log.info(
+                "job %s: %d of %d messages embedded",
+                upload.job_id,
+                len(results),
+                len(messages),
+            )
+    return results
+
+
+def _tenant_uploads(services: EmbeddingServices, tenant: str) -> Iterator[SealedUpload]:
+    prefix = f"{UPLOAD_PREFIX}{validate_id('tenant', tenant)}/"
+    found: list[ObjectInfo] = []
+    cursor: str | None = None
+    while True:
+        listing = services.blobs.list(services.bucket, prefix, cursor=cursor)
+        found += [info for info in listing.objects if info.key.endswith(".json")]
+        cursor = listing.next_cursor
+        if cursor is None:
+            break
+    for info in sorted(found, key=lambda info: info.last_modified_ms, reverse=True):
+        try:
+            upload = SealedUpload.from_json(services.blobs.get(services.bucket, info.key)[0])
+        except (errors.NoSuchKey, InvalidUpload, errors.DecryptionFailed) as exc:
+            log.info("an object under the tenant's uploads is skipped: %s", exc.code)
+            continue
+        if upload.object_key == info.key:
+            yield upload
 
 
 def object_of(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -280,14 +434,14 @@ def records_of(sqs_record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @contextmanager
 def _vector_key_for(
-    services: EmbeddingServices, collection: Collection, upload: SealedUpload
+    services: EmbeddingServices, collection: Collection, tenant: str
 ) -> Iterator[VectorKey | None]:
     if collection.mode is not Mode.SEALED:
         yield None
         return
     if services.vector_secret is None:
         raise errors.InvalidSettings(f"sealed collection {collection.name} needs a vector secret")
-    key = vector_key(services.vector_secret, tenant=upload.tenant)
+    key = vector_key(services.vector_secret, tenant=tenant)
     try:
         yield key
     finally:
@@ -298,17 +452,19 @@ def _process_batch(
     services: EmbeddingServices,
     *,
     collection: Collection,
-    tenant: str,
-    batch: Sequence[Any],
+    upload: SealedUpload,
+    batch: Sequence[SealedMessage],
     data_key: bytearray,
     vkey: VectorKey | None,
     clock: Callable[[], float],
 ) -> list[MessageResult]:
     started = clock()
+    tenant = upload.tenant
+    metadata = {"model": services.provider.name}
     vectors = _embed_batch(services.provider, tenant, batch, data_key)
     try:
         items = [
-            _item(tenant, message.message_id, row, vkey, services.provider.name)
+            _item(tenant, message.message_id, row, vkey, metadata)
             for message, row in zip(batch, vectors, strict=True)
         ]
         services.vectors.upsert(collection.name, items)
@@ -357,9 +513,8 @@ def _item(
     message_id: str,
     row: NDArray[np.float32],
     vkey: VectorKey | None,
-    model: str,
+    metadata: dict[str, str],
 ) -> VectorItem:
-    metadata = {"model": model}
     if vkey is None:
         return VectorItem(
             tenant=tenant, message_id=message_id, vector=row.tolist(), metadata=metadata

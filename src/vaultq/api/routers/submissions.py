@@ -13,8 +13,9 @@ import hashlib
 import inspect
 import json
 import mimetypes
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
@@ -47,6 +48,8 @@ IDEMPOTENCY_KEY_SECONDS = 86_400
 _OUTBOX_CLAIM_SECONDS = 5.0
 #: A submission's claim on its duplicates lapses after this, should the request die.
 _CLAIM_MS = 30_000
+#: How often a waiting route reads its job.
+_WAIT_POLL_SECONDS = 0.05
 
 Services = Annotated[ApiServices, Depends(services)]
 Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT_JOB))]
@@ -70,6 +73,9 @@ class JobAccepted(BaseModel):
     #: ``queued`` for a new job; a duplicate answers with its original job's status.
     status: JobStatus = JobStatus.QUEUED
     estimated_time_seconds: int
+    #: Only from a route that waits (``wait_seconds``) and only when the job finished in time.
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,14 @@ def job_router(app: App) -> APIRouter:
             methods=["POST"],
             status_code=202,
             response_model=JobAccepted,
-            responses={200: {"model": JobAccepted, "description": "A duplicate's original job"}},
+            response_model_exclude_none=True,
+            responses={
+                200: {
+                    "model": JobAccepted,
+                    "description": "A duplicate's original job, or a job that finished while "
+                    "the route waited",
+                }
+            },
             openapi_extra=_multipart_schema(route) if route.multipart else None,
             name="submit_job",  # operation ids submit_job<path>_post: unique per path
             summary=f"Submit a job to {route.queue}",
@@ -150,7 +163,7 @@ def _json_endpoint(route: JobRoute) -> Callable[..., JobAccepted]:
             accepted = _Submission(client, submission.payload)
         else:
             accepted = _Submission(own_client(principal), submission.model_dump(mode="json"))
-        return _accept(
+        answer = _accept(
             api,
             principal,
             route,
@@ -158,6 +171,10 @@ def _json_endpoint(route: JobRoute) -> Callable[..., JobAccepted]:
             idempotency_key=idempotency_key,
             response=response,
         )
+        if route.wait_seconds == 0 or answer.status.is_terminal:
+            return answer
+        key = JobKey(tenant_id=principal.tenant, client_id=accepted.client, job_id=answer.job_id)
+        return _awaited(api, key, answer, response, seconds=route.wait_seconds)
 
     # FastAPI reads the body's model from the signature: this route's own.
     signature = inspect.signature(submit_job)
@@ -268,6 +285,8 @@ def _accept(
     response: Response,
 ) -> JobAccepted:
     tenant, client = principal.tenant, submission.client
+    if route.prepare_payload is not None:
+        submission = replace(submission, payload=route.prepare_payload(submission.payload, tenant))
     fingerprint = _digest(
         [
             tenant,
@@ -333,6 +352,22 @@ def _create(
     )
     api.send_or_keep(send)
     return key.job_id
+
+
+def _awaited(
+    api: ApiServices, key: JobKey, answer: JobAccepted, response: Response, *, seconds: float
+) -> JobAccepted:
+    """The answer once the job finished, if it does within ``seconds``; else as it was."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(_WAIT_POLL_SECONDS)
+        job = api.jobs.get(key)
+        if job is not None and job.status.is_terminal:
+            response.status_code = 200
+            return answer.model_copy(
+                update={"status": job.status, "result": job.result, "error": job.error}
+            )
+    return answer
 
 
 def _store(api: ApiServices, route: JobRoute, key: JobKey, upload: _Upload) -> str:

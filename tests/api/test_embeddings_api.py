@@ -1,0 +1,264 @@
+"""The private-embeddings API end to end: `vaultq up` on the example app, real worker and
+model; tracked uploads, search and generate over HTTP, tenant isolation, and a search
+query that never lands anywhere in clear."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from examples.private_embeddings.app import BUCKET, COLLECTION, PUBLIC_KEY_VARIABLE, app
+
+from tests.api.conftest import start_server, token, wait_for
+from vaultq import wiring
+from vaultq.client import SealedMessage, seal_messages, seal_query, upload_messages
+from vaultq.privacy.keys import generate_worker_key
+from vaultq.queues.sqlite import SqliteQueues
+from vaultq.vectors.embedded import EmbeddedVectors
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import httpx2 as httpx
+
+    from tests.api.conftest import Server
+    from vaultq.blobs.protocol import BlobStore
+    from vaultq.jobs.protocol import JobStore
+    from vaultq.privacy.keys import WorkerKey
+
+pytestmark = pytest.mark.model
+
+APP = "examples.private_embeddings.app:app"
+TOPICS = ["sailing boats", "sourdough bread", "tax returns", "mountain hiking", "jazz piano"]
+MESSAGES = [(f"msg-{n}", f"Some thoughts about {topic}.") for n, topic in enumerate(TOPICS)]
+
+
+@dataclass
+class Deployment:
+    server: Server
+    key: WorkerKey
+    upload_job: str
+    blobs: BlobStore
+    jobs: JobStore
+
+    def client(self, tenant: str = "acme") -> httpx.Client:
+        return self.server.client(token(tenant))
+
+    def vectors(self) -> EmbeddedVectors:
+        return EmbeddedVectors(self.server.data / "vectors.db")
+
+
+def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] not in {"queued", "processing"} else None
+
+    found: dict[str, Any] = wait_for(done, timeout_seconds=90)
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Tenant acme's messages uploaded as a tracked job; tenant rival's identical texts
+    under ids of its own, untracked."""
+    data = tmp_path_factory.mktemp("embeddings-api")
+    key = generate_worker_key()
+    server = start_server(
+        data,
+        app=APP,
+        VAULTQ_WORKER_KEYS=base64.b64encode(key.private_key).decode(),
+        **{PUBLIC_KEY_VARIABLE: base64.b64encode(key.public_key).decode()},
+    )
+    url = f"sqlite:///{data}/vaultq.db"
+    queues = SqliteQueues(data / "vaultq.db")
+    blobs = wiring.open_blobs(url, notifier=app.notifier(queues))
+    jobs = wiring.open_jobs(url)
+    try:
+        app.provision(queues, blobs)
+        receipt = upload_messages(
+            blobs,
+            MESSAGES,
+            bucket=BUCKET,
+            public_key=key.public_key,
+            tenant="acme",
+            jobs=jobs,
+            client_id="alice",  # the subject acme's tokens carry: GET /jobs finds it
+        )
+        rival = [(f"rival-{message_id}", text) for message_id, text in MESSAGES]
+        upload_messages(blobs, rival, bucket=BUCKET, public_key=key.public_key, tenant="rival")
+        yield Deployment(server=server, key=key, upload_job=receipt.job_id, blobs=blobs, jobs=jobs)
+    finally:
+        jobs.close()
+        blobs.close()
+        queues.close()
+        server.stop()
+
+
+def search(deployment: Deployment, body: dict[str, Any], tenant: str = "acme") -> dict[str, Any]:
+    client = deployment.client(tenant)
+    accepted = client.post("/api/v1/search", json=body)
+    assert accepted.status_code in {200, 202}, accepted.text
+    return finished(client, accepted.json()["job_id"])
+
+
+def rival_indexed(deployment: Deployment) -> None:
+    vectors = deployment.vectors()
+    try:
+        wait_for(
+            lambda: vectors.count(COLLECTION, tenant="rival") == len(MESSAGES), timeout_seconds=90
+        )
+    finally:
+        vectors.close()
+
+
+def test_a_tracked_upload_reports_its_progress_and_result(deployment: Deployment) -> None:
+    job = finished(deployment.client(), deployment.upload_job)
+
+    assert job["status"] == "succeeded"
+    assert job["progress"] == 1.0
+    assert job["result"] == {"messages_embedded": len(MESSAGES), "model": "all-MiniLM-L6-v2"}
+
+
+def test_a_tampered_tracked_upload_dead_letters_its_job_without_retrying(
+    deployment: Deployment,
+) -> None:
+    upload = seal_messages(
+        [("t-0", "an ordinary note")], public_key=deployment.key.public_key, tenant="acme"
+    )
+    changed = bytearray(upload.messages[0].sealed)
+    changed[20] ^= 0x01
+    tampered = replace(
+        upload,
+        client_id="alice",
+        messages=(SealedMessage(message_id="t-0", sealed=bytes(changed)),),
+    )
+    assert tampered.job_key is not None
+    deployment.jobs.create(tampered.job_key)
+
+    deployment.blobs.put(BUCKET, tampered.object_key, tampered.to_json())
+    job = finished(deployment.client(), tampered.job_id)
+
+    assert job["status"] == "dead_lettered"
+    assert job["error"] == "DECRYPTION_FAILED"
+
+
+def test_search_ranks_only_the_callers_messages(deployment: Deployment) -> None:
+    finished(deployment.client(), deployment.upload_job)
+    rival_indexed(deployment)
+
+    job = search(deployment, {"query": "a sourdough loaf from my oven", "k": 3})
+
+    assert job["status"] == "succeeded"
+    hits = job["result"]["results"]
+    assert hits[0]["message_id"] == "msg-1"
+    assert len(hits) == 3
+    assert all(hit["message_id"].startswith("msg-") for hit in hits)
+    assert hits[0]["score"] > hits[1]["score"] >= hits[2]["score"]
+
+
+def test_a_search_on_a_warm_worker_answers_with_its_results_at_once(
+    deployment: Deployment,
+) -> None:
+    search(deployment, {"query": "warm up", "k": 1})
+    client = deployment.client()
+
+    answer = client.post("/api/v1/search", json={"query": "hiking in the mountains", "k": 1})
+
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "succeeded"
+    assert answer.json()["result"]["results"][0]["message_id"] == "msg-3"
+    assert answer.headers["Location"] == f"/jobs/{answer.json()['job_id']}"
+
+
+def test_a_query_sealed_by_the_client_is_searched_for_its_tenant_only(
+    deployment: Deployment,
+) -> None:
+    finished(deployment.client(), deployment.upload_job)
+    for_acme = seal_query("jazz piano", public_key=deployment.key.public_key, tenant="acme")
+
+    found = search(deployment, {"sealed_query": for_acme.as_json(), "k": 1})
+    # The same sealed query replayed by another tenant does not open.
+    replayed = search(deployment, {"sealed_query": for_acme.as_json(), "k": 1}, tenant="rival")
+
+    assert found["result"]["results"][0]["message_id"] == "msg-4"
+    assert replayed["status"] == "dead_lettered"
+    assert replayed["result"] is None
+    assert "DECRYPTION_FAILED" in replayed["error"]
+
+
+def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
+    deployment: Deployment,
+) -> None:
+    finished(deployment.client(), deployment.upload_job)
+    rival_indexed(deployment)
+    vectors = deployment.vectors()
+    try:
+        assert vectors.delete(COLLECTION, tenant="acme", message_ids=["msg-0", "msg-2"]) == 2
+        client = deployment.client()
+        accepted = client.post(
+            "/api/v1/embeddings/generate",
+            json={"message_ids": ["msg-0", "rival-msg-1", "msg-2", "nope"], "priority": "high"},
+        )
+        assert accepted.status_code == 202
+        job = finished(client, accepted.json()["job_id"])
+        acme_count = vectors.count(COLLECTION, tenant="acme")
+        rival_count = vectors.count(COLLECTION, tenant="rival")
+    finally:
+        vectors.close()
+
+    assert job["status"] == "succeeded"
+    result = job["result"]
+    assert [r["message_id"] for r in result["results"]] == ["msg-0", "msg-2"]
+    assert set(result["results"][0]) == {
+        "message_id",
+        "embedding_stored",
+        "processing_time_ms",
+        "model",
+    }
+    assert result["unknown_message_ids"] == ["rival-msg-1", "nope"]
+    assert result["priority"] == "high"
+    assert (acme_count, rival_count) == (len(MESSAGES), len(MESSAGES))
+    assert job["progress"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "location"),
+    [
+        ("/api/v1/search", {"query": "x", "k": 0}, "body.k"),
+        ("/api/v1/search", {"query": "x", "k": 101}, "body.k"),
+        ("/api/v1/search", {"query": "", "k": 3}, "body.query"),
+        ("/api/v1/search", {"k": 3}, "body"),
+        ("/api/v1/search", {"query": "x", "limit": 3}, "body.limit"),
+        ("/api/v1/embeddings/generate", {"message_ids": []}, "body.message_ids"),
+        ("/api/v1/embeddings/generate", {"message_ids": ["a", "a"]}, "body"),
+        ("/api/v1/embeddings/generate", {"message_ids": ["a/../b"]}, "body.message_ids.0"),
+        ("/api/v1/embeddings/generate", {"message_ids": ["a"], "priority": "now"}, "body.priority"),
+    ],
+)
+def test_malformed_requests_are_refused_before_any_job_exists(
+    deployment: Deployment, path: str, body: dict[str, Any], location: str
+) -> None:
+    client = deployment.server.client(token("strict", subject=f"s-{uuid.uuid4().hex}"))
+
+    refused = client.post(path, json=body)
+
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "VALIDATION_ERROR"
+    assert location in [error["location"] for error in refused.json()["errors"]]
+    assert client.get("/jobs").json()["jobs"] == []
+
+
+def test_a_search_query_is_never_written_in_clear(deployment: Deployment) -> None:
+    finished(deployment.client(), deployment.upload_job)
+    canary = f"canary-{uuid.uuid4().hex}"
+
+    job = search(deployment, {"query": f"where did I put {canary}?", "k": 2})
+
+    assert job["status"] == "succeeded"
+    stored = b"".join(p.read_bytes() for p in deployment.server.data.rglob("*") if p.is_file())
+    assert job["job_id"].encode() in stored  # the scan does see what the search wrote
+    for form in (canary.encode(), canary.encode("utf-16-le"), base64.b64encode(canary.encode())):
+        assert form not in stored

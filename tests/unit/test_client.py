@@ -1,0 +1,110 @@
+"""vaultq.client: tracked uploads and sealed search queries."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from vaultq import errors, wiring
+from vaultq.client import (
+    MAX_QUERY_BYTES,
+    InvalidUpload,
+    SealedQuery,
+    SealedUpload,
+    seal_messages,
+    seal_query,
+    upload_messages,
+)
+from vaultq.jobs.protocol import JobKey, JobStatus
+from vaultq.jobs.sqlite import SqliteJobs
+from vaultq.privacy.envelope import open_sealed
+from vaultq.privacy.keys import KeyRing, generate_worker_key
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+KEY = generate_worker_key()
+
+
+def test_a_tracked_upload_is_created_as_a_queued_job_that_its_document_names(
+    tmp_path: Path,
+) -> None:
+    blobs = wiring.open_blobs(f"sqlite:///{tmp_path}/vaultq.db")
+    jobs = SqliteJobs(tmp_path / "vaultq.db")
+    try:
+        blobs.create_bucket("messages")
+        receipt = upload_messages(
+            blobs,
+            [("m1", "hello"), ("m2", "world")],
+            bucket="messages",
+            public_key=KEY.public_key,
+            tenant="acme",
+            jobs=jobs,
+            client_id="alice",
+        )
+        job = jobs.get(JobKey(tenant_id="acme", client_id="alice", job_id=receipt.job_id))
+        upload = SealedUpload.from_json(blobs.get("messages", receipt.object_key)[0])
+    finally:
+        jobs.close()
+        blobs.close()
+
+    assert job is not None
+    assert job.status is JobStatus.QUEUED
+    assert job.attributes == {"messages_total": 2}
+    assert upload.job_key == job.key
+
+
+def test_an_untracked_upload_document_has_no_client_field() -> None:
+    upload = seal_messages([("m1", "hello")], public_key=KEY.public_key, tenant="acme")
+
+    document = json.loads(upload.to_json())
+
+    assert "client_id" not in document
+    assert upload.job_key is None
+    assert SealedUpload.from_json(upload.to_json()) == upload
+
+
+def test_a_tracked_upload_needs_both_a_job_table_and_a_client(tmp_path: Path) -> None:
+    blobs = wiring.open_blobs(f"sqlite:///{tmp_path}/vaultq.db")
+    try:
+        with pytest.raises(errors.InvalidParameterValue):
+            upload_messages(
+                blobs,
+                [("m1", "hello")],
+                bucket="messages",
+                public_key=KEY.public_key,
+                tenant="acme",
+                client_id="alice",
+            )
+    finally:
+        blobs.close()
+
+
+def test_a_sealed_query_opens_only_for_its_tenant() -> None:
+    sealed = SealedQuery.from_json(
+        seal_query("jazz piano", public_key=KEY.public_key, tenant="acme").as_json()
+    )
+    ring = KeyRing([KEY.private_key])
+
+    data_key = ring.unwrap(sealed.wrapped_key, tenant="acme", job_id=sealed.query_id)
+    text = open_sealed(data_key, tenant="acme", message_id=sealed.query_id, sealed=sealed.sealed)
+
+    assert bytes(text) == b"jazz piano"
+    assert b"jazz" not in json.dumps(sealed.as_json()).encode()
+    with pytest.raises(errors.DecryptionFailed):
+        ring.unwrap(sealed.wrapped_key, tenant="rival", job_id=sealed.query_id)
+
+
+@pytest.mark.parametrize("text", ["", "x" * (MAX_QUERY_BYTES + 1)])
+def test_an_empty_or_oversized_query_is_refused(text: str) -> None:
+    with pytest.raises(errors.InvalidParameterValue):
+        seal_query(text, public_key=KEY.public_key, tenant="acme")
+
+
+def test_a_sealed_query_with_an_unknown_field_is_refused() -> None:
+    document = {**seal_query("q", public_key=KEY.public_key, tenant="acme").as_json(), "x": "1"}
+
+    with pytest.raises(InvalidUpload):
+        SealedQuery.from_json(document)
