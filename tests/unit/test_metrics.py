@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -622,3 +623,47 @@ def test_each_collector_has_its_own_registry_without_process_metrics(
     assert "process_" not in first
     assert "python_gc" not in first
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_api_requests_reach_other_processes_within_about_a_second(
+    db_path: Path, clock: FakeClock
+) -> None:
+    api_server = SqliteMetrics(db_path, clock=clock)
+    scraper = SqliteMetrics(db_path, clock=clock)
+    for status in (200, 200, 503):
+        api_server.record_api_request("/jobs", status_code=status, duration_seconds=0.25)
+    clock.advance(MINUTE_SECONDS)  # the requests keep the minute they were answered in
+    api_server.record_api_request("/jobs", status_code=503, duration_seconds=0.25)
+
+    deadline = time.monotonic() + 5
+    while scraper.window(Series(name=API_REQUESTS), since_ms=0) < 4:
+        assert time.monotonic() < deadline, "the requests were never written"
+        time.sleep(0.05)
+
+    assert scraper.window(API_5XX, since_ms=START_MS) == 2
+    assert scraper.window(API_5XX, since_ms=START_MS + MINUTE_SECONDS * 1000) == 1
+    [total] = [t for t in scraper.totals() if t.labels.get("status_class") == "2xx"]
+    assert (total.count, total.sum) == (2, 0.5)
+    api_server.close()
+    scraper.close()
+
+
+def test_requests_counted_by_many_threads_are_all_written_once(
+    db_path: Path, clock: FakeClock
+) -> None:
+    api_server = SqliteMetrics(db_path, clock=clock)
+
+    def answer() -> None:
+        for _ in range(500):
+            api_server.record_api_request("/jobs", status_code=202, duration_seconds=0.001)
+
+    threads = [threading.Thread(target=answer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    api_server.close()
+
+    reopened = SqliteMetrics(db_path, clock=clock)
+    assert reopened.window(Series(name=API_REQUESTS), since_ms=0) == 4000
+    reopened.close()

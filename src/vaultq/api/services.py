@@ -128,7 +128,9 @@ def deliver(queues: QueueBackend, send: PendingSend) -> None:
     )
 
 
-def services(request: Request) -> ApiServices:
+async def services(request: Request) -> ApiServices:
+    """The app's services; async, so that FastAPI reads them on the event loop rather than
+    sending every request to a worker thread for an attribute lookup."""
     found: ApiServices = request.app.state.services
     return found
 

@@ -1,7 +1,8 @@
 """``vaultq bench api``: the HTTP API under concurrent clients, submits beside health checks.
 
-One ``vaultq up`` (one worker process, a fresh data directory, a generated HS256 secret, rate
-limits far above what the run sends) serves both phases. Each client is a task with its own
+One ``vaultq up`` (one API process with one event loop, one worker process, a fresh data
+directory, a generated HS256 secret, rate limits far above what the run sends) serves both
+phases: the clients and both processes share the machine's cores. Each client is a task with its own
 keep-alive connection that sends its next request as soon as the last one answers; the first
 part of each phase warms the connections up and is not counted. ``GET /healthz`` runs first,
 while the worker is idle: it is the floor the HTTP stack itself costs. ``POST /jobs`` runs
@@ -169,9 +170,9 @@ def _results_table(report: ApiBenchReport) -> Table:
     table = Table(
         title=f"vaultq bench api: {report.clients} clients, {report.seconds:g} s per endpoint",
         caption=(
-            "One `vaultq up` (1 worker), keep-alive connections, a warm-up not counted. CPU is "
-            "% of one core over the window: the clients (this process), the API process and "
-            f"the worker. {env.get('cpus')} CPUs, 1-minute load average "
+            "One `vaultq up` (1 API process, 1 worker), keep-alive connections, a warm-up not "
+            "counted. CPU is % of one core over the window: the clients (this process), the API "
+            f"process and the worker. {env.get('cpus')} CPUs, 1-minute load average "
             f"{_number(env.get('load_average_1min_before'))} before, "
             f"{_number(env.get('load_average_1min_after'))} after; Python {env.get('python')}."
         ),

@@ -136,7 +136,12 @@ class MetricsStore(Protocol):
 
     def record_api_request(self, route: str, *, status_code: int, duration_seconds: float) -> None:
         """Count one answered request. ``route`` is the route's template
-        (``/jobs/{job_id}``), never the requested path, or ``UNMATCHED_ROUTE``."""
+        (``/jobs/{job_id}``), never the requested path, or ``UNMATCHED_ROUTE``.
+
+        Called on the API's event loop for every request, so it must not wait on I/O: a
+        store counts in memory and writes within about a second (invalid arguments still
+        raise here). Its own reads, ``sweep_expired`` and ``close`` write what is pending
+        first, so the store always reads its own counts."""
         ...
 
     def totals(self) -> list[SeriesTotal]:

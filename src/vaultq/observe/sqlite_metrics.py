@@ -8,12 +8,20 @@ lose nothing. Commits use ``synchronous=NORMAL``, which skips the fsync per comm
 cut may lose the commits made since the log was last synced (by a checkpoint, or by a
 ``synchronous=FULL`` commit of a store sharing the file), about the last second of metrics;
 it never corrupts them, and a crash of a process loses nothing it committed.
+
+API requests are counted in memory and written once a second by a background thread, in one
+transaction for all of that second's series: a request then costs a dictionary update, not a
+write, so the event loop calls it directly. Every read of this store and ``close`` write
+what is pending first, so this process always reads its own counts; other processes see
+them within about a second. A crash of the process (not a graceful stop) loses the requests
+of its last second.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -36,7 +44,9 @@ if TYPE_CHECKING:
 
     from vaultq.observe.protocol import Increment, MetricsStore, Series
 
+log = logging.getLogger(__name__)
 _SQL = load_queries("vaultq.observe", "sql/metrics.sql")
+_FLUSH_INTERVAL_SECONDS = 1.0
 _SWEEP_INTERVAL_MS = 60_000
 _SWEEP_BATCH = 1000
 
@@ -67,6 +77,12 @@ class SqliteMetrics:
         self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
         self._last_sweep_ms: int | None = None
+        # (name, labels, minute) -> [count, sum] of requests not yet written.
+        self._pending: dict[tuple[str, str, int], list[float]] = {}
+        self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
         with self._translate_errors():
             self._write_conn.executescript(_SQL["schema"])
 
@@ -92,13 +108,40 @@ class SqliteMetrics:
         )
 
     def record_api_request(self, route: str, *, status_code: int, duration_seconds: float) -> None:
-        self._add(
-            api_request_increments(
-                route, status_code=status_code, duration_seconds=duration_seconds
-            )
+        increments = api_request_increments(
+            route, status_code=status_code, duration_seconds=duration_seconds
         )
+        minute_ms = self._now_ms() // BUCKET_MS * BUCKET_MS
+        with self._pending_lock:
+            for increment in increments:
+                key = (increment.name, _encode_labels(increment.labels), minute_ms)
+                amounts = self._pending.setdefault(key, [0, 0.0])
+                amounts[0] += increment.count
+                amounts[1] += increment.sum
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_every_second, name="vaultq-metrics", daemon=True
+                )
+                self._flusher.start()
+
+    def flush(self) -> None:
+        """Write the requests counted in memory, in one transaction."""
+        with self._flush_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, {}
+            if not pending:
+                return
+            try:
+                with self._write() as conn:
+                    self._sweep_if_due(conn)
+                    for (name, labels, minute_ms), (count, total) in pending.items():
+                        self._upsert(conn, name, labels, minute_ms, count=int(count), total=total)
+            except errors.VaultqError:
+                self._keep(pending)  # for the next flush
+                raise
 
     def totals(self) -> list[SeriesTotal]:
+        self.flush()
         with self._read() as conn:
             rows = conn.execute(_SQL["totals"]).fetchall()
         return [
@@ -108,6 +151,7 @@ class SqliteMetrics:
 
     def window(self, metric: Series, *, since_ms: int) -> float:
         since = validate_since(since_ms)
+        self.flush()
         params = {"name": metric.name, "since_minute_ms": since - since % BUCKET_MS}
         with self._read() as conn:
             rows = conn.execute(_SQL["window"], params).fetchall()
@@ -115,6 +159,7 @@ class SqliteMetrics:
         return float(sum(row[column] for row in rows if metric.matches(json.loads(row[0]))))
 
     def sweep_expired(self) -> int:
+        self.flush()
         deleted = 0
         while True:
             with self._write() as conn:
@@ -124,6 +169,10 @@ class SqliteMetrics:
                 return deleted
 
     def close(self) -> None:
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        self.flush()
         with self._write_lock, self._read_lock:
             self._write_conn.close()
             self._read_conn.close()
@@ -132,17 +181,56 @@ class SqliteMetrics:
 
     def _add(self, increments: Sequence[Increment]) -> None:
         with self._write() as conn:
-            now = self._now_ms()
-            if self._sweep_due(now):
-                self._sweep(conn, now)
+            now = self._sweep_if_due(conn)
             minute_ms = now - now % BUCKET_MS
             for increment in increments:
-                amounts = {"count": increment.count, "sum": increment.sum}
                 labels = _encode_labels(increment.labels)
-                total = {"name": increment.name, "labels": labels, **amounts}
-                [series_id] = conn.execute(_SQL["add_to_total"], total).fetchone()
-                bucket = {"series_id": series_id, "minute_ms": minute_ms, **amounts}
-                conn.execute(_SQL["add_to_bucket"], bucket)
+                self._upsert(
+                    conn,
+                    increment.name,
+                    labels,
+                    minute_ms,
+                    count=increment.count,
+                    total=increment.sum,
+                )
+
+    def _upsert(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        labels: str,
+        minute_ms: int,
+        *,
+        count: int,
+        total: float,
+    ) -> None:
+        amounts = {"count": count, "sum": total}
+        [series_id] = conn.execute(
+            _SQL["add_to_total"], {"name": name, "labels": labels, **amounts}
+        ).fetchone()
+        bucket = {"series_id": series_id, "minute_ms": minute_ms, **amounts}
+        conn.execute(_SQL["add_to_bucket"], bucket)
+
+    def _sweep_if_due(self, conn: sqlite3.Connection) -> int:
+        """Sweep if a minute passed since the last sweep; returns the time, in ms."""
+        now = self._now_ms()
+        if self._sweep_due(now):
+            self._sweep(conn, now)
+        return now
+
+    def _keep(self, pending: dict[tuple[str, str, int], list[float]]) -> None:
+        with self._pending_lock:
+            for key, (count, total) in pending.items():
+                amounts = self._pending.setdefault(key, [0, 0.0])
+                amounts[0] += count
+                amounts[1] += total
+
+    def _flush_every_second(self) -> None:
+        while not self._closed.wait(_FLUSH_INTERVAL_SECONDS):
+            try:
+                self.flush()
+            except errors.VaultqError as exc:
+                log.warning("writing request metrics failed: %s", exc.code)
 
     def _sweep_due(self, now_ms: int) -> bool:
         return self._last_sweep_ms is None or now_ms - self._last_sweep_ms >= _SWEEP_INTERVAL_MS

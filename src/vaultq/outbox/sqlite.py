@@ -1,5 +1,12 @@
-"""The embedded send outbox: one table, ``synchronous=FULL`` (an accepted job's send must
-survive a power cut as the job does)."""
+"""The embedded send outbox: one table. Adds commit with ``synchronous=FULL`` (an accepted
+job's send must survive a power cut as the job does), and adds that run at the same time
+share one commit (group commit).
+
+Removals commit with ``synchronous=NORMAL``: a removal follows a send that is already
+durable, so a power cut that loses one only leaves the row for the pump to send again. That
+duplicate is what at-least-once delivery allows, as after a crash between a send and its
+removal: the worker deletes a finished job's message without running it. No fsync per
+removal; the next FULL commit on the file (the next submission's) syncs it anyway."""
 
 from __future__ import annotations
 
@@ -26,25 +33,24 @@ class SqliteOutbox:
         self._clock = clock
         self._lock = _sqlite.write_lock(self.path)
         self._conn = _sqlite.connect(self.path, synchronous="FULL")
+        self._removals = _sqlite.connect(self.path, synchronous="NORMAL")
+        self._adds = _sqlite.GroupCommit(self._conn, self._lock)
         with _sqlite.translate_errors():
             self._conn.executescript(_SQL["schema"])
 
     def add(self, send: PendingSend, *, claim_seconds: float) -> None:
         now = self._now_ms()
-        with self._transaction() as conn:
-            conn.execute(
-                _SQL["add"],
-                {
-                    "id": send.id,
-                    "queue": send.queue,
-                    "body": send.body,
-                    "attributes": json.dumps(dict(send.attributes)),
-                    "group_id": send.group_id,
-                    "deduplication_id": send.deduplication_id,
-                    "now": now,
-                    "claimed_until": now + int(claim_seconds * 1000),
-                },
-            )
+        row = {
+            "id": send.id,
+            "queue": send.queue,
+            "body": send.body,
+            "attributes": json.dumps(dict(send.attributes)),
+            "group_id": send.group_id,
+            "deduplication_id": send.deduplication_id,
+            "now": now,
+            "claimed_until": now + int(claim_seconds * 1000),
+        }
+        self._adds.run(lambda conn: conn.execute(_SQL["add"], row))
 
     def claim_due(self, *, limit: int, claim_seconds: float) -> list[PendingSend]:
         now = self._now_ms()
@@ -74,7 +80,7 @@ class SqliteOutbox:
         ]
 
     def remove(self, send_id: str) -> None:
-        with self._transaction() as conn:
+        with _sqlite.transaction(self._removals, self._lock) as conn:
             conn.execute(_SQL["remove"], {"id": send_id})
 
     def count(self) -> int:
@@ -83,6 +89,7 @@ class SqliteOutbox:
 
     def close(self) -> None:
         self._conn.close()
+        self._removals.close()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
