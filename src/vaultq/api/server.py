@@ -132,7 +132,7 @@ def serve(
     processes = [_start_worker(app_path, settings.url) for _ in range(workers)]
     try:
         _, development = auth_settings(settings.url)
-        announce(_banner(app_path, host, port, workers, development=development))
+        announce(_banner(services.app, app_path, host, port, workers, development=development))
         config = uvicorn.Config(
             create_api(services), host=host, port=port, log_level="info", access_log=False
         )
@@ -175,17 +175,27 @@ def _stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
-def _banner(app_path: str, host: str, port: int, workers: int, *, development: bool) -> str:
+def _banner(
+    app: App, app_path: str, host: str, port: int, workers: int, *, development: bool
+) -> str:
     base = f"http://{host}:{port}"
     lines = [
         f"vaultq up: {app_path} at {base} with {workers} worker process(es)",
         f"  API docs: {base}/docs   health: {base}/healthz   metrics: {base}/metrics",
-        "  submit a job:",
-        "    TOKEN=$(vaultq token --tenant demo --role producer)",
-        f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f'-d \'{{"payload": {{"hello": "world"}}}}\' {base}/jobs',
-        f'    curl -s -H "Authorization: Bearer $TOKEN" {base}/jobs/JOB_ID',
     ]
+    if app.job_routes:
+        lines += ["  submit a job:", "    TOKEN=$(vaultq token --tenant demo --role producer)"]
+    for path, route in app.job_routes.items():
+        if route.body is None and not route.files:
+            lines.append(
+                f'    curl -s -H "Authorization: Bearer $TOKEN" '
+                f"-H 'Content-Type: application/json' "
+                f'-d \'{{"payload": {{"hello": "world"}}}}\' {base}{path}'
+            )
+        else:
+            lines.append(f"    POST {base}{path}  (its body: {base}/docs)")
+    if app.job_routes:
+        lines.append(f'    curl -s -H "Authorization: Bearer $TOKEN" {base}/jobs/JOB_ID')
     if development:
         lines.append(
             "  auth: development secret (set VAULTQ_AUTH_HS256_SECRET or keys for real use)"
