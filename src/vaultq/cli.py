@@ -660,10 +660,15 @@ def embed(
         str, typer.Option("--app", help="The app whose bucket notifications to fire.")
     ] = "examples.private_embeddings.app:app",
     bucket: Annotated[str, typer.Option(help="The bucket to upload into.")] = "messages",
+    client: Annotated[
+        str | None,
+        typer.Option(help="Track the upload as a job of this client (e.g. your token's subject)."),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Encrypt messages on this machine and upload them as one job; prints the job id.
-    Texts never leave this process unencrypted."""
+    Texts never leave this process unencrypted. With --client, GET /jobs/{job_id} shows the
+    job's progress."""
     from vaultq.client import upload_messages  # noqa: PLC0415
 
     if str(Path.cwd()) not in sys.path:
@@ -672,6 +677,7 @@ def embed(
     messages = _read_messages(messages_file)
     with _queues(url) as queues:
         blobs = open_blobs(url, notifier=target.notifier(queues))
+        jobs = None if client is None else open_jobs(url)
         try:
             target.provision(queues, blobs)
             receipt = upload_messages(
@@ -680,9 +686,13 @@ def embed(
                 bucket=bucket,
                 tenant=tenant,
                 public_key=_base64(public_key, "--public-key"),
+                jobs=jobs,
+                client_id=client,
             )
         finally:
             blobs.close()
+            if jobs is not None:
+                jobs.close()
     _emit_json(
         {
             "job_id": receipt.job_id,

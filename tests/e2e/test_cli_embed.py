@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from vaultq import errors
+from vaultq.jobs import Job, JobKey, JobStatus
+from vaultq.jobs.sqlite import SqliteJobs
 from vaultq.vectors.embedded import EmbeddedVectors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +44,16 @@ def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) ->
     )
 
     embedded = vaultq(
-        "embed", "-", "--tenant", "acme", "--public-key", public["public_key"], env=env, stdin=lines
+        "embed",
+        "-",
+        "--tenant",
+        "acme",
+        "--client",
+        "alice",
+        "--public-key",
+        public["public_key"],
+        env=env,
+        stdin=lines,
     )
 
     assert embedded.returncode == 0, embedded.stderr
@@ -65,10 +76,25 @@ def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) ->
                     break
             time.sleep(0.5)
         assert vectors.count("message_embeddings", tenant="acme") == 3
+        key = JobKey(
+            tenant_id="acme", client_id="alice", job_id=json.loads(embedded.stdout)["job_id"]
+        )
+        with contextlib.closing(SqliteJobs(tmp_path / "vaultq.db")) as jobs:
+            job = wait_for_job(jobs, key)
+        assert (job.status, job.progress) == (JobStatus.SUCCEEDED, 1.0)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
         vectors.close()
+
+
+def wait_for_job(jobs: SqliteJobs, key: JobKey) -> Job:
+    """The tracked upload's job once it stopped (the worker finishes it after its vectors)."""
+    deadline = time.monotonic() + 30
+    while (job := jobs.get(key)) is None or not job.status.is_terminal:
+        assert time.monotonic() < deadline, f"job still {job and job.status}"
+        time.sleep(0.2)
+    return job
 
 
 def test_embed_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
