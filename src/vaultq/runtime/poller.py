@@ -146,6 +146,9 @@ class MappingPoller:
                         timeout_seconds=self.spec.timeout_seconds,
                     )
                 )
+                # Settling hands failures back with their back-off: no heartbeat may hide them
+                # again for a whole visibility timeout after that.
+                self._leases.untrack(runnable)
                 settlement = self.settle(runnable, result)
                 self._record(runnable, result, settlement)
         except errors.VaultqError as exc:
