@@ -21,8 +21,9 @@ class Settings(BaseSettings):
 
     #: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with an optional
     #: ``?durability=process`` to trade power-loss safety for send speed; or
-    #: ``aws://?region=R[&endpoint_url=U][&jobs_table=T][&state=sqlite:///...]`` for SQS, S3 and
-    #: DynamoDB (``state`` names the embedded database for per-deployment local state).
+    #: ``aws://?region=R[&endpoint_url=U][&jobs_table=T][&state_table=S][&state=sqlite:///...]``
+    #: for SQS, S3 and DynamoDB (the outbox, rate limits and idempotency records in the state
+    #: table ``S``, default ``vaultq-state``, or in a local ``state=`` database).
     url: str = Field(default=DEFAULT_URL)
     #: With the queue disabled the API still accepts jobs; they wait, ``queued``, in the
     #: outbox until the queue is enabled again.

@@ -33,17 +33,26 @@ _JOB_ADAPTERS = {
     "sqlite": "vaultq.jobs.sqlite:SqliteJobs",
     "aws": "vaultq.jobs.dynamodb:DynamoJobs",
 }
-_OUTBOX_ADAPTERS = {"sqlite": "vaultq.outbox.sqlite:SqliteOutbox"}
+_OUTBOX_ADAPTERS = {
+    "sqlite": "vaultq.outbox.sqlite:SqliteOutbox",
+    "aws": "vaultq.outbox.dynamodb:DynamoOutbox",
+}
 _METRICS_ADAPTERS = {"sqlite": "vaultq.observe.sqlite_metrics:SqliteMetrics"}
 _ALARM_ADAPTERS = {"sqlite": "vaultq.observe.sqlite_alarms:SqliteAlarms"}
-_RATE_LIMIT_ADAPTERS = {"sqlite": "vaultq.ratelimits.sqlite:SqliteRateLimiter"}
+_RATE_LIMIT_ADAPTERS = {
+    "sqlite": "vaultq.ratelimits.sqlite:SqliteRateLimiter",
+    "aws": "vaultq.ratelimits.dynamodb:DynamoRateLimiter",
+}
 #: The embedded database keeps its blobs in files beside it.
 _BLOB_ADAPTERS = {"sqlite": "vaultq.blobs.local:LocalBlobs", "aws": "vaultq.blobs.s3:S3Blobs"}
-_IDEMPOTENCY_ADAPTERS = {"sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency"}
+_IDEMPOTENCY_ADAPTERS = {
+    "sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency",
+    "aws": "vaultq.idempotency.dynamodb:DynamoIdempotency",
+}
 _SQLITE_OPTIONS = frozenset({"durability"})
-_AWS_OPTIONS = frozenset({"region", "endpoint_url", "jobs_table", "state"})
-#: Where an AWS deployment keeps what has no AWS adapter (outbox, metrics, rate limits,
-#: alarms, idempotency records, local secrets) unless its URL names ``state=``.
+_AWS_OPTIONS = frozenset({"region", "endpoint_url", "jobs_table", "state", "state_table"})
+#: Where an AWS deployment keeps what has no AWS adapter (metrics, alarms, local secrets),
+#: and everything else of its state when its URL names ``state=`` (a local opt-in).
 DEFAULT_AWS_STATE_URL = "sqlite:///.vaultq/state.db"
 
 
@@ -84,6 +93,12 @@ def open_jobs(url: str | None = None) -> JobStore:
 
 
 def open_outbox(url: str | None = None) -> Outbox:
+    """On AWS, the state table (``state_table=``, default ``vaultq-state``) unless the URL
+    names a local ``state=`` database."""
+    url = url or load_settings().url
+    if _uses_state_table(url):
+        dynamodb: Outbox = _load(_OUTBOX_ADAPTERS, "aws")(**_state_table_options(url))
+        return dynamodb
     factory, path, _options = _resolve(_OUTBOX_ADAPTERS, url)
     outbox: Outbox = factory(path)
     return outbox
@@ -103,7 +118,14 @@ def open_alarms(url: str | None = None) -> AlarmStore:
 
 
 def open_rate_limiter(url: str | None = None, *, default: TokenBucket) -> RateLimiter:
-    """A limiter shared by every process using this database; ``default`` for every key."""
+    """A limiter shared by every process using this database (on AWS: the state table, as
+    ``open_outbox``); ``default`` for every key."""
+    url = url or load_settings().url
+    if _uses_state_table(url):
+        dynamodb: RateLimiter = _load(_RATE_LIMIT_ADAPTERS, "aws")(
+            **_state_table_options(url), default=default
+        )
+        return dynamodb
     factory, path, _options = _resolve(_RATE_LIMIT_ADAPTERS, url)
     limiter: RateLimiter = factory(path, default=default)
     return limiter
@@ -152,7 +174,11 @@ def open_idempotency_store(url: str | None = None) -> Any:
 
     Typed ``Any``: ``vaultq.idempotency`` sits above this module, so naming its Protocol here
     would break the layers. Queue-only options (``durability``) are accepted and ignored:
-    one URL names the database for both, and idempotency writes are always durable."""
+    one URL names the database for both, and idempotency writes are always durable. On AWS,
+    the state table, as ``open_outbox``."""
+    url = url or load_settings().url
+    if _uses_state_table(url):
+        return _load(_IDEMPOTENCY_ADAPTERS, "aws")(**_state_table_options(url))
     factory, path, _options = _resolve(_IDEMPOTENCY_ADAPTERS, url)
     return factory(path)
 
@@ -191,6 +217,19 @@ def _aws_options(url: str) -> dict[str, str]:
         raise errors.InvalidSettings(
             f"unknown option(s) in an aws URL: {', '.join(sorted(unknown))}"
         )
+    return options
+
+
+def _uses_state_table(url: str) -> bool:
+    """An aws URL keeps its state in DynamoDB unless it opts into a local ``state=``."""
+    return _scheme(url) == "aws" and not _aws_options(url).get("state")
+
+
+def _state_table_options(url: str) -> dict[str, Any]:
+    options = _aws_client_options(url)
+    table = _aws_options(url).get("state_table")
+    if table:
+        options["table"] = table
     return options
 
 

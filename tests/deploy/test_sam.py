@@ -3,6 +3,7 @@ with least privilege for every function."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +13,19 @@ from typer.testing import CliRunner
 
 from tests.deploy import apps
 from vaultq import errors
+from vaultq._dynamodb import state_table_spec
 from vaultq.app import App, load_app
 from vaultq.cli import app as cli
 from vaultq.deploy import job_table
-from vaultq.deploy.sam import CONSUMER_ACTIONS, logical_id, sam_template
+from vaultq.deploy.sam import (
+    API_ENTRY_POINT,
+    AUTH_PARAMETERS,
+    CONSUMER_ACTIONS,
+    DRAIN_ENTRY_POINT,
+    logical_id,
+    sam_template,
+    state_table_properties,
+)
 from vaultq.jobs.dynamodb import TTL_ATTRIBUTE, table_spec
 
 if TYPE_CHECKING:
@@ -166,7 +176,11 @@ def test_producers_may_only_send_to_the_app_queues() -> None:
     policy = resources()["ProducerPolicy"]["Properties"]["PolicyDocument"]
     [statement] = policy["Statement"]
 
-    assert set(actions(statement)) == {"sqs:SendMessage", "sqs:GetQueueUrl"}
+    assert set(actions(statement)) == {
+        "sqs:SendMessage",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+    }
     assert statement["Resource"] == [queue_arn(q) for q in apps.app.queues]
 
 
@@ -179,6 +193,8 @@ def test_every_queue_outlasts_six_of_its_functions_timeouts(path: str) -> None:
     for resource in found.values():
         if resource["Type"] != "AWS::Serverless::Function":
             continue
+        if "Queue" not in resource["Properties"]["Events"]:
+            continue  # the API and the outbox drain read no queue
         source = resource["Properties"]["Events"]["Queue"]["Properties"]
         queue = found[source["Queue"]["Fn::GetAtt"][0]]["Properties"]
         needed = 6 * resource["Properties"]["Timeout"]
@@ -353,3 +369,114 @@ def test_vaultq_deploy_sam_writes_the_template_and_tells_what_it_changed(tmp_pat
         == sam_template(apps.app, app_path="tests.deploy.apps:app").body
     )
     assert "visibility timeout raised from 600 s to 5400 s" in result.output
+
+
+# -- the HTTP API -----------------------------------------------------------------------------
+
+DRAWINGS = "examples.drawing_jobs.app:app"
+
+
+def api_statements(function_id: str, path: str = DRAWINGS) -> dict[str, dict[str, Any]]:
+    """The function's role statements by Sid."""
+    role = resources(path)[f"{function_id}Role"]["Properties"]
+    return {
+        s["Sid"]: s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]
+    }
+
+
+def test_an_app_with_job_routes_serves_its_api_from_lambda_behind_an_http_api() -> None:
+    api = resources(DRAWINGS)["ApiFunction"]["Properties"]
+
+    assert api["Handler"] == API_ENTRY_POINT
+    assert {e["Type"] for e in api["Events"].values()} == {"HttpApi"}
+    assert sorted(
+        (
+            e["Properties"]["Method"],
+            e["Properties"]["Path"],
+            e["Properties"]["PayloadFormatVersion"],
+        )
+        for e in api["Events"].values()
+    ) == [("ANY", "/", "2.0"), ("ANY", "/{proxy+}", "2.0")]
+    assert api["Timeout"] < 30, "API Gateway's integration timeout is 30 s"
+    assert api["Environment"]["Variables"]["VAULTQ_URL"] == {
+        "Fn::Sub": "aws://?region=${AWS::Region}&jobs_table=${JobTable}&state_table=${StateTable}"
+    }
+    assert "ApiFunction" not in resources(), "an app without job routes has no API"
+
+
+def test_the_entry_points_the_template_names_exist() -> None:
+    for entry in (API_ENTRY_POINT, DRAIN_ENTRY_POINT):
+        module, _, name = entry.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_token_keys_are_parameters_and_the_secret_is_never_echoed() -> None:
+    body = sam_template(load_app(DRAWINGS), app_path=DRAWINGS).body
+    variables = body["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert set(body["Parameters"]) == set(AUTH_PARAMETERS)
+    assert body["Parameters"]["AuthHs256Secret"]["NoEcho"] is True
+    assert body["Parameters"]["AuthHs256Secret"]["Default"] == ""
+    for parameter, variable in AUTH_PARAMETERS.items():
+        assert variables[variable] == {"Ref": parameter}
+    drain = body["Resources"]["OutboxDrainFunction"]["Properties"]["Environment"]["Variables"]
+    assert not [v for v in drain if v.startswith("VAULTQ_AUTH_")], "the drain needs no keys"
+
+
+def test_the_api_sends_only_to_its_job_queues_and_uses_only_its_tables_and_job_files() -> None:
+    # The demo app has a second queue (uploads) that no job route targets.
+    assert api_statements("ApiFunction", "vaultq.demo:app")["SendToJobQueues"]["Resource"] == [
+        queue_arn("demo-jobs")
+    ]
+    statements = api_statements("ApiFunction")
+
+    assert set(actions(statements["SendToJobQueues"])) == {
+        "sqs:SendMessage",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+    }
+    assert statements["UseStateItems"]["Resource"] == [{"Fn::GetAtt": ["StateTable", "Arn"]}]
+    assert statements["CountOutbox"]["Resource"] == [
+        {"Fn::Sub": "${StateTable.Arn}/index/outbox-due"}
+    ]
+    [objects] = statements["UseJobFiles"]["Resource"]
+    assert objects["Fn::Join"][1][-1] == "drawings/jobs/*"
+    everything = [a for s in statements.values() for a in actions(s)]
+    assert not {"dynamodb:Scan", "dynamodb:DeleteTable", "sqs:ReceiveMessage"} & set(everything)
+    assert not {a for a in everything if a.startswith(("s3:", "sqs:"))} - {
+        "s3:GetObject",
+        "s3:PutObject",
+        "sqs:SendMessage",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+    }
+
+
+def test_the_outbox_drain_runs_every_minute_and_only_claims_removes_and_sends() -> None:
+    drain = resources(DRAWINGS)["OutboxDrainFunction"]["Properties"]
+    statements = api_statements("OutboxDrainFunction")
+
+    assert drain["Handler"] == DRAIN_ENTRY_POINT
+    assert drain["Events"] == {
+        "Every": {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+    }
+    assert sorted(statements) == [
+        "ClaimAndRemoveSends",
+        "ListDueSends",
+        "SendToJobQueues",
+        "WriteOwnLogs",
+    ]
+    assert set(actions(statements["ClaimAndRemoveSends"])) == {
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+
+
+def test_the_state_table_is_the_one_the_state_stores_create() -> None:
+    found = resources(DRAWINGS)["StateTable"]
+    created = state_table_spec("t")
+    del created["TableName"]
+
+    assert {k: found["Properties"][k] for k in created} == created
+    assert state_table_properties()["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
+    assert found["DeletionPolicy"] == "Retain", "pending sends outlive a stack deletion"

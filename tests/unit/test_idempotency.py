@@ -9,6 +9,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,10 +23,13 @@ from vaultq.idempotency import (
     idempotent_function,
     register_lambda_context,
 )
+from vaultq.idempotency.dynamodb import DynamoIdempotency
 from vaultq.idempotency.sqlite import SqliteIdempotency
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.runtime.deadline import within_deadline
 from vaultq.wiring import open_idempotency_store
+
+from ..state_fixtures import REGION, dynamodb_client_fixture, state_table_fixture  # noqa: F401
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -59,12 +63,38 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+Store = SqliteIdempotency | DynamoIdempotency
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Callable[..., Store]]:
+    """Opens a store on this test's storage, as another process would (``clock=None``:
+    the real clock)."""
+    opened: list[Store] = []
+
+    def open_one(clock: Callable[[], float] | None = clock) -> Store:
+        now = clock or time.time
+        backend: Store
+        if request.param == "sqlite":
+            backend = SqliteIdempotency(tmp_path / "vaultq.db", clock=now)
+        else:
+            table = request.getfixturevalue("state_table")
+            client = request.getfixturevalue("dynamodb_client")
+            backend = DynamoIdempotency(region=REGION, table=table, client=client, clock=now)
+        opened.append(backend)
+        return backend
+
+    yield open_one
+    for backend in opened:
+        proof: IdempotencyStore = backend  # mypy proves the adapters meet the Protocol
+        proof.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteIdempotency]:
-    backend = SqliteIdempotency(tmp_path / "vaultq.db", clock=clock)
-    proof: IdempotencyStore = backend  # mypy proves the adapter meets the Protocol
-    yield backend
-    proof.close()
+def store(open_store: Callable[..., Store]) -> Store:
+    return open_store()
 
 
 def sqs_event(
@@ -121,8 +151,22 @@ def make_charge(store: IdempotencyStore, **options: Any) -> tuple[Charges, Calla
     return charges, idempotent(store=store, **options)(charges)
 
 
-def only_record(store_path: Path) -> list[tuple[str, str, int, str | None]]:
-    with contextlib.closing(sqlite3.connect(store_path)) as db:
+def only_record(store: Store | Path) -> list[tuple[str, str, int, str | None]]:
+    """Every stored record, expired or not, read from the backend's storage itself."""
+    if isinstance(store, DynamoIdempotency):
+        # The raw storage, as sqlite3 reads the file below.
+        items = store._table.call("scan")["Items"]
+        return sorted(
+            (
+                item["pk"]["S"].removeprefix("idempotency#"),
+                item["status"]["S"],
+                int(item["expires_at_ms"]["N"]),
+                item["result_json"]["S"] if "result_json" in item else None,
+            )
+            for item in items
+        )
+    path = store.path if isinstance(store, SqliteIdempotency) else store
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute(
             "SELECT key, status, expires_at_ms, result FROM idempotency_records ORDER BY key"
         ).fetchall()
@@ -131,15 +175,13 @@ def only_record(store_path: Path) -> list[tuple[str, str, int, str | None]]:
 # -- claim, complete, replay ----------------------------------------------------------------
 
 
-def test_first_call_runs_the_handler_and_stores_its_result(
-    store: SqliteIdempotency, tmp_path: Path
-) -> None:
+def test_first_call_runs_the_handler_and_stores_its_result(store: Store) -> None:
     _, charge = make_charge(store, key=order_id)
 
     result = charge(ORDER, FakeContext())
 
     assert result == {"charged": "o-1", "run": 1}
-    [(key, status, expires_at_ms, stored)] = only_record(tmp_path / "vaultq.db")
+    [(key, status, expires_at_ms, stored)] = only_record(store)
     assert status == "COMPLETED"
     assert expires_at_ms == (START_SECONDS + 3600) * 1000
     assert json.loads(stored or "") == result
@@ -147,14 +189,14 @@ def test_first_call_runs_the_handler_and_stores_its_result(
 
 
 def test_running_attempt_holds_an_in_progress_claim_until_its_deadline(
-    store: SqliteIdempotency,
+    store: Store,
 ) -> None:
     seen = []
 
     @idempotent(store=store)
     def handler(event: dict[str, Any], context: Any) -> None:
         [(status, expires_at_ms)] = [
-            (status, expires) for _, status, expires, _ in only_record(store.path)
+            (status, expires) for _, status, expires, _ in only_record(store)
         ]
         seen.append((status, expires_at_ms))
 
@@ -164,7 +206,7 @@ def test_running_attempt_holds_an_in_progress_claim_until_its_deadline(
 
 
 def test_duplicate_while_the_first_runs_raises_in_progress_and_does_not_run(
-    store: SqliteIdempotency,
+    store: Store,
 ) -> None:
     runs: list[str] = []
     outcome: list[errors.VaultqError] = []
@@ -185,7 +227,7 @@ def test_duplicate_while_the_first_runs_raises_in_progress_and_does_not_run(
 
 
 def test_completed_duplicate_gets_the_stored_result_without_running(
-    store: SqliteIdempotency,
+    store: Store,
 ) -> None:
     charges, charge = make_charge(store, key=order_id)
     first = charge(ORDER, FakeContext())
@@ -196,7 +238,7 @@ def test_completed_duplicate_gets_the_stored_result_without_running(
     assert charges.runs == ["o-1"]
 
 
-def test_none_result_is_stored_and_replayed(store: SqliteIdempotency) -> None:
+def test_none_result_is_stored_and_replayed(store: Store) -> None:
     runs = []
 
     @idempotent(store=store)
@@ -208,7 +250,7 @@ def test_none_result_is_stored_and_replayed(store: SqliteIdempotency) -> None:
     assert runs == [1]
 
 
-def test_after_expiry_the_handler_runs_again(store: SqliteIdempotency, clock: FakeClock) -> None:
+def test_after_expiry_the_handler_runs_again(store: Store, clock: FakeClock) -> None:
     charges, charge = make_charge(store, key=order_id, expires_after_seconds=60)
     charge(ORDER, FakeContext())
 
@@ -221,7 +263,7 @@ def test_after_expiry_the_handler_runs_again(store: SqliteIdempotency, clock: Fa
     assert result == {"charged": "o-1", "run": 2}
 
 
-def test_exception_releases_the_claim_and_propagates_unchanged(store: SqliteIdempotency) -> None:
+def test_exception_releases_the_claim_and_propagates_unchanged(store: Store) -> None:
     failure = ValueError("provider said 503")
     attempts = []
 
@@ -235,7 +277,7 @@ def test_exception_releases_the_claim_and_propagates_unchanged(store: SqliteIdem
     with pytest.raises(ValueError) as raised:
         charge(ORDER, FakeContext())
     assert raised.value is failure
-    assert only_record(store.path) == [], "released: a retry may run"
+    assert only_record(store) == [], "released: a retry may run"
 
     assert charge(ORDER, FakeContext()) == "charged"
     assert attempts == [1, 1]
@@ -245,9 +287,7 @@ class ProcessKilled(BaseException):
     """Stands for SIGKILL: nothing after it runs, not even the claim's release."""
 
 
-def test_crashed_attempts_claim_lapses_at_its_deadline(
-    store: SqliteIdempotency, clock: FakeClock
-) -> None:
+def test_crashed_attempts_claim_lapses_at_its_deadline(store: Store, clock: FakeClock) -> None:
     attempts = []
 
     @idempotent(store=store, key=order_id)
@@ -269,7 +309,7 @@ def test_crashed_attempts_claim_lapses_at_its_deadline(
 
 
 def test_a_lapsed_claim_cannot_release_or_complete_its_successors_claim(
-    store: SqliteIdempotency, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     store.claim("f#k", claim_id="slow", in_progress_ms=1000)
     clock.advance(1)
@@ -289,7 +329,7 @@ def test_a_lapsed_claim_cannot_release_or_complete_its_successors_claim(
 
 
 def test_payload_key_ignores_receipt_handle_message_id_and_receive_count(
-    store: SqliteIdempotency,
+    store: Store,
 ) -> None:
     charges, charge = make_charge(store)
     body = json.dumps({"order_id": "o-1"})
@@ -301,7 +341,7 @@ def test_payload_key_ignores_receipt_handle_message_id_and_receive_count(
     assert charges.runs == ["o-1"]
 
 
-def test_payload_key_counts_the_body_and_message_attributes(store: SqliteIdempotency) -> None:
+def test_payload_key_counts_the_body_and_message_attributes(store: Store) -> None:
     charges, charge = make_charge(store)
     other_tenant = sqs_event(json.dumps({"order_id": "o-1"}))
     other_tenant["Records"][0]["messageAttributes"]["tenant"]["stringValue"] = "globex"
@@ -313,7 +353,7 @@ def test_payload_key_counts_the_body_and_message_attributes(store: SqliteIdempot
     assert charges.runs == ["o-1", "o-1", "o-1"]
 
 
-def test_key_function_picks_what_makes_two_events_the_same(store: SqliteIdempotency) -> None:
+def test_key_function_picks_what_makes_two_events_the_same(store: Store) -> None:
     charges, charge = make_charge(store, key=order_id)
 
     charge(sqs_event(json.dumps({"order_id": "o-1", "note": "first"})), FakeContext())
@@ -322,7 +362,7 @@ def test_key_function_picks_what_makes_two_events_the_same(store: SqliteIdempote
     assert charges.runs == ["o-1"]
 
 
-def test_keys_are_namespaced_by_the_handlers_qualified_name(store: SqliteIdempotency) -> None:
+def test_keys_are_namespaced_by_the_handlers_qualified_name(store: Store) -> None:
     charges, charge = make_charge(store, key=order_id)
 
     @idempotent(store=store, key=order_id)
@@ -335,7 +375,7 @@ def test_keys_are_namespaced_by_the_handlers_qualified_name(store: SqliteIdempot
     assert charges.runs == ["o-1"]
 
 
-def test_stacked_under_app_handler_the_handler_keeps_its_name(store: SqliteIdempotency) -> None:
+def test_stacked_under_app_handler_the_handler_keeps_its_name(store: Store) -> None:
     app = App("shop")
     app.queue("orders")
 
@@ -348,10 +388,10 @@ def test_stacked_under_app_handler_the_handler_keeps_its_name(store: SqliteIdemp
 
     assert registered(ORDER, FakeContext()) == "charged"
     assert registered(ORDER, FakeContext()) == "charged"
-    assert only_record(store.path)[0][0].startswith(f"{__name__}.test_stacked_")
+    assert only_record(store)[0][0].startswith(f"{__name__}.test_stacked_")
 
 
-def test_non_sqs_events_are_keyed_by_the_whole_event(store: SqliteIdempotency) -> None:
+def test_non_sqs_events_are_keyed_by_the_whole_event(store: Store) -> None:
     runs = []
 
     @idempotent(store=store)
@@ -368,7 +408,7 @@ def test_non_sqs_events_are_keyed_by_the_whole_event(store: SqliteIdempotency) -
 
 @pytest.mark.parametrize("key", [lambda event: None, lambda event: {"at": object()}])
 def test_a_key_that_is_none_or_not_json_is_refused_before_running(
-    store: SqliteIdempotency, key: Callable[[dict[str, Any]], object]
+    store: Store, key: Callable[[dict[str, Any]], object]
 ) -> None:
     charges, charge = make_charge(store, key=key)
 
@@ -387,7 +427,7 @@ def test_a_key_that_is_none_or_not_json_is_refused_before_running(
     ids=["tuple", "set", "bytes", "nan", "int-key", "object"],
 )
 def test_a_result_that_is_not_json_is_refused_and_the_claim_released(
-    store: SqliteIdempotency, result: object
+    store: Store, result: object
 ) -> None:
     @idempotent(store=store)
     def handler(event: dict[str, Any], context: Any) -> object:
@@ -396,10 +436,10 @@ def test_a_result_that_is_not_json_is_refused_and_the_claim_released(
     with pytest.raises(errors.IdempotencyResultNotStorable, match="not JSON"):
         handler(ORDER, FakeContext())
 
-    assert only_record(store.path) == []
+    assert only_record(store) == []
 
 
-def test_a_result_over_400_kb_is_refused(store: SqliteIdempotency) -> None:
+def test_a_result_over_400_kb_is_refused(store: Store) -> None:
     @idempotent(store=store)
     def handler(event: dict[str, Any], context: Any) -> str:
         return "x" * (400 * 1024)
@@ -416,9 +456,11 @@ def test_expiry_must_be_at_least_a_second() -> None:
 # -- concurrency ----------------------------------------------------------------------------
 
 
-def test_two_threads_racing_the_same_key_run_it_exactly_once(tmp_path: Path) -> None:
-    # Two stores on one file: two connections, as two handler processes would have.
-    stores = [SqliteIdempotency(tmp_path / "vaultq.db") for _ in range(2)]
+def test_two_threads_racing_the_same_key_run_it_exactly_once(
+    open_store: Callable[..., Store],
+) -> None:
+    # Two stores on one storage: two connections, as two handler processes would have.
+    stores = [open_store(clock=None) for _ in range(2)]
     release = threading.Event()
     start = threading.Barrier(2)
     runs: list[str] = []
@@ -444,9 +486,6 @@ def test_two_threads_racing_the_same_key_run_it_exactly_once(tmp_path: Path) -> 
         thread.start()
     for thread in threads:
         thread.join(timeout=20)
-    for s in stores:
-        s.close()
-
     assert len(runs) == 1
     assert sorted(map(str, outcomes)) == ["IdempotencyAlreadyInProgress", "charged"]
 
@@ -455,7 +494,7 @@ def test_two_threads_racing_the_same_key_run_it_exactly_once(tmp_path: Path) -> 
 
 
 def test_idempotent_function_runs_each_record_once_across_batches(
-    store: SqliteIdempotency,
+    store: Store,
 ) -> None:
     charged: list[str] = []
 
@@ -479,13 +518,13 @@ def test_idempotent_function_runs_each_record_once_across_batches(
 
 
 def test_idempotent_function_claims_until_the_registered_deadline(
-    store: SqliteIdempotency,
+    store: Store,
 ) -> None:
     expiries: list[int] = []
 
     @idempotent_function(store=store, key=lambda order: order["id"])
     def reserve(order: dict[str, str]) -> None:
-        rows = only_record(store.path)
+        rows = only_record(store)
         expiries.extend(exp for _, status, exp, _ in rows if status == "IN_PROGRESS")
 
     def invocation(context: object, order: str) -> None:
@@ -571,7 +610,7 @@ def test_expired_records_are_swept(tmp_path: Path, clock: FakeClock) -> None:
 
 
 def test_logs_name_key_hashes_never_payloads_or_results(
-    store: SqliteIdempotency, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret_body = json.dumps({"order_id": "o-1", "card": "4111-1111-1111-1111"})
 
@@ -589,3 +628,18 @@ def test_logs_name_key_hashes_never_payloads_or_results(
         assert "4111" not in text
         assert "tok_secret_123" not in text
         assert "#" in text, "each line names the hashed key"
+
+
+def test_on_dynamodb_a_result_its_record_pushes_over_400_kb_is_not_storable(
+    state_table: str, dynamodb_client: Any
+) -> None:
+    # DynamoDB's 400 KB item limit counts the record's key, claim and times too.
+    store = DynamoIdempotency(region=REGION, table=state_table, client=dynamodb_client)
+    store.claim("k", claim_id="c", in_progress_ms=1000)
+    result_json = json.dumps("x" * (400 * 1024 - 10))
+
+    with pytest.raises(errors.IdempotencyResultNotStorable, match="400 KB"):
+        store.complete("k", claim_id="c", result_json=result_json, expires_after_seconds=60)
+    # DynamoDB writes nothing of a refused update; moto 5.2.5 leaves it half-applied
+    # (moto/dynamodb/models/__init__.py update_item executes in place, then raises), so what
+    # the record holds now is not asserted.

@@ -1,4 +1,5 @@
-"""The embedded rate limiter: one limit for every process that opens the database."""
+"""Shared rate limiters (embedded, and on the DynamoDB state table): one limit for every
+process that opens the same storage."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
 from vaultq import errors
+from vaultq.ratelimits.dynamodb import DynamoRateLimiter
 from vaultq.ratelimits.sqlite import SqliteRateLimiter
 from vaultq.runtime.rate_limit import TokenBucket, wait
 
+from ..state_fixtures import REGION, dynamodb_client_fixture, state_table_fixture  # noqa: F401
+
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+    from typing import Any
+
+    from vaultq.runtime.rate_limit import RateLimiter
 
 HAMMER = textwrap.dedent("""
     import json, sys, time
@@ -52,21 +61,43 @@ class FakeClock:
         self.now += seconds
 
 
-def test_one_tenant_using_up_its_limit_does_not_limit_another(tmp_path: Path) -> None:
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=2), clock=FakeClock()
-    )
+class OpenLimiter(Protocol):
+    def __call__(self, **options: Any) -> RateLimiter: ...
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def open_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLimiter]:
+    """Opens a limiter on this test's storage (``SqliteRateLimiter``'s options), as another
+    process would; each is closed at the end."""
+    opened: list[RateLimiter] = []
+
+    def open_one(**options: Any) -> RateLimiter:
+        limiter: RateLimiter
+        if request.param == "sqlite":
+            limiter = SqliteRateLimiter(tmp_path / "vaultq.db", **options)
+        else:
+            table = request.getfixturevalue("state_table")
+            client = request.getfixturevalue("dynamodb_client")
+            limiter = DynamoRateLimiter(region=REGION, table=table, client=client, **options)
+        opened.append(limiter)
+        return limiter
+
+    yield open_one
+    for limiter in opened:
+        limiter.close()
+
+
+def test_one_tenant_using_up_its_limit_does_not_limit_another(open_limiter: OpenLimiter) -> None:
+    limiter = open_limiter(default=TokenBucket(rate_per_second=1, burst=2), clock=FakeClock())
     for _ in range(2):
         assert limiter.acquire("api:tenant-a").allowed
 
     assert not limiter.acquire("api:tenant-a").allowed
     assert limiter.acquire("api:tenant-b").allowed
-    limiter.close()
 
 
-def test_a_prefix_gives_its_keys_their_own_bucket(tmp_path: Path) -> None:
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db",
+def test_a_prefix_gives_its_keys_their_own_bucket(open_limiter: OpenLimiter) -> None:
+    limiter = open_limiter(
         default=TokenBucket(rate_per_second=1, burst=1),
         by_prefix={"embeddings:": TokenBucket.per_minute(500, burst=5)},
         clock=FakeClock(),
@@ -77,30 +108,29 @@ def test_a_prefix_gives_its_keys_their_own_bucket(tmp_path: Path) -> None:
 
     assert provider == [True] * 5 + [False]
     assert tenant == [True, False]
-    limiter.close()
 
 
-def test_an_exhausted_key_stays_exhausted_after_a_reopen(tmp_path: Path) -> None:
+def test_an_exhausted_key_stays_exhausted_after_a_reopen(open_limiter: OpenLimiter) -> None:
     clock = FakeClock()
     bucket = TokenBucket(rate_per_second=0.5, burst=1)
-    first = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    first = open_limiter(default=bucket, clock=clock)
     assert first.acquire("api:tenant-a").allowed
-    first.close()
 
-    reopened = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    reopened = open_limiter(default=bucket, clock=clock)
     decision = reopened.acquire("api:tenant-a")
 
     assert not decision.allowed
     assert decision.retry_after_seconds == 2.0
-    reopened.close()
 
 
-def test_a_limiter_never_allows_what_another_limiter_on_the_file_took(tmp_path: Path) -> None:
+def test_a_limiter_never_allows_what_another_limiter_on_the_file_took(
+    open_limiter: OpenLimiter,
+) -> None:
     # Two limiters on one file behave as two processes; each remembers what it last saw.
     clock = FakeClock()
     bucket = TokenBucket(rate_per_second=1, burst=3)
-    here = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
-    there = SqliteRateLimiter(tmp_path / "vaultq.db", default=bucket, clock=clock)
+    here = open_limiter(default=bucket, clock=clock)
+    there = open_limiter(default=bucket, clock=clock)
     assert here.acquire("provider").allowed  # here last saw 2 tokens left
 
     taken_there = [there.acquire("provider").allowed for _ in range(3)]
@@ -109,8 +139,6 @@ def test_a_limiter_never_allows_what_another_limiter_on_the_file_took(tmp_path: 
     assert taken_there == [True, True, False]
     assert not decision.allowed
     assert decision.retry_after_seconds == 1.0
-    here.close()
-    there.close()
 
 
 def test_two_processes_together_stay_within_one_limit(tmp_path: Path) -> None:
@@ -138,24 +166,21 @@ def test_two_processes_together_stay_within_one_limit(tmp_path: Path) -> None:
     assert sum(report["attempts"] for report in reports) > 10 * allowed
 
 
-def test_wait_sleeps_exactly_the_retry_after(tmp_path: Path) -> None:
+def test_wait_sleeps_exactly_the_retry_after(open_limiter: OpenLimiter) -> None:
     clock = FakeClock()
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=10, burst=5), clock=clock
-    )
+    limiter = open_limiter(default=TokenBucket(rate_per_second=10, burst=5), clock=clock)
     assert limiter.acquire("provider", cost=5).allowed
 
     decision = wait(limiter, "provider", cost=3, timeout_seconds=10, clock=clock, sleep=clock.sleep)
 
     assert decision.allowed
     assert clock.sleeps == [0.3]
-    limiter.close()
 
 
-def test_wait_in_real_time_sleeps_about_the_retry_after_and_never_spins(tmp_path: Path) -> None:
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=5, burst=1)
-    )
+def test_wait_in_real_time_sleeps_about_the_retry_after_and_never_spins(
+    open_limiter: OpenLimiter,
+) -> None:
+    limiter = open_limiter(default=TokenBucket(rate_per_second=5, burst=1))
     assert limiter.acquire("provider").allowed
     sleeps: list[float] = []
 
@@ -170,14 +195,13 @@ def test_wait_in_real_time_sleeps_about_the_retry_after_and_never_spins(tmp_path
     assert decision.allowed
     assert 0.18 <= elapsed_seconds < 0.5
     assert 1 <= len(sleeps) <= 2  # a second, short sleep only if the first woke early
-    limiter.close()
 
 
-def test_wait_gives_up_at_once_when_the_limit_cannot_allow_in_time(tmp_path: Path) -> None:
+def test_wait_gives_up_at_once_when_the_limit_cannot_allow_in_time(
+    open_limiter: OpenLimiter,
+) -> None:
     clock = FakeClock()
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=1), clock=clock
-    )
+    limiter = open_limiter(default=TokenBucket(rate_per_second=1, burst=1), clock=clock)
     assert limiter.acquire("provider").allowed
 
     decision = wait(limiter, "provider", timeout_seconds=0.5, clock=clock, sleep=clock.sleep)
@@ -185,28 +209,23 @@ def test_wait_gives_up_at_once_when_the_limit_cannot_allow_in_time(tmp_path: Pat
     assert not decision.allowed
     assert decision.retry_after_seconds == 1.0
     assert clock.sleeps == []
-    limiter.close()
 
 
-def test_a_cost_above_the_burst_is_an_error_before_any_state_changes(tmp_path: Path) -> None:
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=5), clock=FakeClock()
-    )
+def test_a_cost_above_the_burst_is_an_error_before_any_state_changes(
+    open_limiter: OpenLimiter,
+) -> None:
+    limiter = open_limiter(default=TokenBucket(rate_per_second=1, burst=5), clock=FakeClock())
 
     with pytest.raises(errors.InvalidParameterValue, match="exceeds the bucket's burst"):
         limiter.acquire("provider", cost=6)
     assert limiter.acquire("provider", cost=5).allowed
-    limiter.close()
 
 
-def test_a_key_without_a_bucket_is_an_error(tmp_path: Path) -> None:
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", by_prefix={"api:": TokenBucket(rate_per_second=1, burst=1)}
-    )
+def test_a_key_without_a_bucket_is_an_error(open_limiter: OpenLimiter) -> None:
+    limiter = open_limiter(by_prefix={"api:": TokenBucket(rate_per_second=1, burst=1)})
 
     with pytest.raises(errors.InvalidParameterValue, match="no rate-limit bucket"):
         limiter.acquire("embeddings:openai")
-    limiter.close()
 
 
 def test_buckets_that_refilled_are_deleted_so_the_table_stays_small(tmp_path: Path) -> None:
@@ -243,15 +262,12 @@ def test_a_file_that_is_not_a_database_is_backend_unavailable(tmp_path: Path) ->
 
 @pytest.mark.parametrize("timeout_seconds", [-1, float("nan")])
 def test_wait_refuses_a_timeout_that_is_not_a_duration(
-    tmp_path: Path, timeout_seconds: float
+    open_limiter: OpenLimiter, timeout_seconds: float
 ) -> None:
-    limiter = SqliteRateLimiter(
-        tmp_path / "vaultq.db", default=TokenBucket(rate_per_second=1, burst=1)
-    )
+    limiter = open_limiter(default=TokenBucket(rate_per_second=1, burst=1))
 
     with pytest.raises(errors.InvalidParameterValue, match="timeout_seconds"):
         wait(limiter, "provider", timeout_seconds=timeout_seconds)
-    limiter.close()
 
 
 def _stored_keys(db: Path) -> set[str]:
@@ -260,3 +276,24 @@ def _stored_keys(db: Path) -> set[str]:
         return {key for (key,) in conn.execute("SELECT key FROM ratelimit_buckets")}
     finally:
         conn.close()
+
+
+def test_two_limiters_racing_in_threads_never_spend_one_token_twice(
+    open_limiter: OpenLimiter,
+) -> None:
+    bucket = TokenBucket(rate_per_second=0.001, burst=10)  # no refill during the test
+    limiters = [open_limiter(default=bucket) for _ in range(2)]
+    start = threading.Barrier(2)
+    allowed = [0, 0]
+
+    def hammer(index: int) -> None:
+        start.wait()
+        allowed[index] = sum(limiters[index].acquire("provider").allowed for _ in range(15))
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sum(allowed) == 10

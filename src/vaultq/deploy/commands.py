@@ -35,8 +35,9 @@ def sam(
     ] = ".",
 ) -> None:
     """Write an AWS SAM template (JSON, which is valid as template.yaml) for an app: its
-    queues and dead-letter queues, one function per handler, buckets, the job table and
-    dead-letter alarms, each function with its own least-privilege role."""
+    queues and dead-letter queues, one function per handler, buckets, the job table, the
+    app's alarms, and (for an app with job routes) its HTTP API behind API Gateway with the
+    state table and an outbox drain; each function with its own least-privilege role."""
     # Like ``vaultq worker``: apps are found relative to where the command runs.
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))

@@ -23,9 +23,18 @@ log group; receive, delete, change visibility and read attributes of its own que
 objects only under the key filters of the buckets that notify its queue; read and write items
 of the job table and query its indexes. Nothing may send to another queue, and nobody may
 purge any queue: each queue's policy denies ``sqs:PurgeQueue`` to every principal. Producers
-(the API, clients) get ``ProducerPolicy``, which sends to the app's queues and nothing else.
-Alarms are CloudWatch's (see ``vaultq.deploy.cloudwatch``). The HTTP API is not part of the
-template.
+(clients) get ``ProducerPolicy``, which sends to the app's queues and nothing else.
+Alarms are CloudWatch's (see ``vaultq.deploy.cloudwatch``).
+
+An app with job routes gets its HTTP API too: ``ApiFunction`` (``vaultq.api.aws_lambda``)
+behind an API Gateway HTTP API (payload format 2.0, routes ``/`` and ``/{proxy+}``), the
+``StateTable`` (outbox, rate limits, idempotency records; see ``vaultq._dynamodb``) and
+``OutboxDrainFunction``, run every minute, which sends what the outbox kept while a queue
+was unavailable. The API's role sends only to the queues its job routes target, uses the job
+table's items and indexes and the state table's items and outbox index, and reads and writes
+only ``jobs/*`` of the job routes' buckets; the drain's role only sends to those queues and
+claims and removes outbox items. Token keys are template parameters: the HS256 secret is
+``NoEcho`` (prefer ``AuthPublicKeys``: public keys are no secret), never a literal.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ from vaultq.deploy.cloudwatch import alarm_properties, app_alarms
 from vaultq.deploy.lambda_entry import APP_VARIABLE, ENTRY_POINT, HANDLER_VARIABLE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vaultq.app import App, HandlerSpec, QueueSpec
     from vaultq.blobs.notifications import BucketNotification
     from vaultq.queues.protocol import QueueAttributes
@@ -64,8 +75,37 @@ CONSUMER_ACTIONS = (
     "sqs:GetQueueAttributes",
 )
 #: GetQueueUrl lets a producer address a queue by name; it reveals only the URL.
-PRODUCER_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
+#: GetQueueAttributes: a sender checks a message against its queue's limits and kind (FIFO).
+PRODUCER_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes")
 JOB_ITEM_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:BatchGetItem")
+STATE_TABLE = "StateTable"
+#: Every item action the outbox, rate limiter and idempotency store use; no Scan.
+STATE_ITEM_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+)
+#: The outbox drain claims (UpdateItem) and removes (DeleteItem) what the index lists.
+DRAIN_ITEM_ACTIONS = ("dynamodb:UpdateItem", "dynamodb:DeleteItem")
+OUTBOX_INDEX = "outbox-due"
+API_FUNCTION = "ApiFunction"
+DRAIN_FUNCTION = "OutboxDrainFunction"
+#: Where the entry points live; ``vaultq.api`` sits beside this package, so by name.
+API_ENTRY_POINT = "vaultq.api.aws_lambda.api_handler"
+DRAIN_ENTRY_POINT = "vaultq.api.aws_lambda.outbox_handler"
+#: API Gateway gives up on an integration after 30 s; the function stops before.
+API_TIMEOUT_SECONDS = 29
+API_MEMORY_MB = 512
+DRAIN_TIMEOUT_SECONDS = 60
+DRAIN_SCHEDULE = "rate(1 minute)"
+#: Template parameter -> the ``VAULTQ_AUTH_*`` variable it sets (empty: unset).
+AUTH_PARAMETERS = {
+    "AuthHs256Secret": "VAULTQ_AUTH_HS256_SECRET",
+    "AuthPublicKeys": "VAULTQ_AUTH_PUBLIC_KEYS",
+    "AuthIssuer": "VAULTQ_AUTH_ISSUER",
+    "AuthAudience": "VAULTQ_AUTH_AUDIENCE",
+}
 _ID_PART = re.compile(r"[^A-Za-z0-9]+")
 
 
@@ -103,6 +143,7 @@ class _Builder:
         self.app_path = app_path
         self.resources: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
+        self.parameters: dict[str, Any] = {}
         self.notes: list[str] = []
 
     def build(self, code_uri: str) -> SamTemplate:
@@ -115,6 +156,8 @@ class _Builder:
         for handler in self.app.handlers.values():
             self._function(handler)
         self._producer_policy()
+        if self.app.job_routes:
+            self._http_api()
         self._alarms()
         self.outputs |= {
             "JobTableName": {"Value": {"Ref": JOB_TABLE}},
@@ -126,6 +169,7 @@ class _Builder:
             "Transform": "AWS::Serverless-2016-10-31",
             "Description": f"vaultq app {self.app.name} ({self.app_path})",
             "Globals": {"Function": {"Runtime": RUNTIME, "CodeUri": code_uri}},
+            **({"Parameters": self.parameters} if self.parameters else {}),
             "Resources": self.resources,
             "Outputs": self.outputs,
         }
@@ -252,17 +296,7 @@ class _Builder:
             raise errors.InvalidParameterValue(
                 f"function name {name!r} is over {MAX_FUNCTION_NAME} characters"
             )
-        logs_id, role_id = f"{function_id}Logs", f"{function_id}Role"
-        self._add(
-            logs_id,
-            {
-                "Type": "AWS::Logs::LogGroup",
-                "Properties": {
-                    "LogGroupName": f"/aws/lambda/{name}",
-                    "RetentionInDays": LOG_RETENTION_DAYS,
-                },
-            },
-        )
+        logs_id, role_id = self._log_group(function_id, name), f"{function_id}Role"
         self._add(role_id, _role(self._statements(handler, logs_id)))
         properties: dict[str, Any] = {
             "FunctionName": name,
@@ -289,6 +323,20 @@ class _Builder:
                 "Properties": properties,
             },
         )
+
+    def _log_group(self, function_id: str, name: str) -> str:
+        logs_id = f"{function_id}Logs"
+        self._add(
+            logs_id,
+            {
+                "Type": "AWS::Logs::LogGroup",
+                "Properties": {
+                    "LogGroupName": f"/aws/lambda/{name}",
+                    "RetentionInDays": LOG_RETENTION_DAYS,
+                },
+            },
+        )
+        return logs_id
 
     def _variables(self, handler: HandlerSpec) -> dict[str, Any]:
         return {
@@ -369,6 +417,135 @@ class _Builder:
             )
         return statements
 
+    # -- the HTTP API -------------------------------------------------------------------------
+
+    def _http_api(self) -> None:
+        self._add(STATE_TABLE, _retained("AWS::DynamoDB::Table", state_table_properties()))
+        url = {
+            "Fn::Sub": "aws://?region=${AWS::Region}"
+            f"&jobs_table=${{{JOB_TABLE}}}&state_table=${{{STATE_TABLE}}}"
+        }
+        self._api_function(url)
+        self._service_function(
+            DRAIN_FUNCTION,
+            "outbox-drain",
+            self._drain_statements,
+            {
+                "Handler": DRAIN_ENTRY_POINT,
+                "Timeout": DRAIN_TIMEOUT_SECONDS,
+                "Environment": {"Variables": {"VAULTQ_URL": url}},
+                "Events": {
+                    "Every": {"Type": "Schedule", "Properties": {"Schedule": DRAIN_SCHEDULE}}
+                },
+            },
+        )
+        self.outputs |= {
+            "ApiUrl": {
+                "Value": {
+                    "Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}"
+                    ".${AWS::URLSuffix}/"
+                }
+            },
+            "StateTableName": {"Value": {"Ref": STATE_TABLE}},
+        }
+
+    def _api_function(self, url: dict[str, Any]) -> None:
+        """The API behind API Gateway's default HTTP API: ``/`` and ``/{proxy+}``."""
+        events = {
+            name: {
+                "Type": "HttpApi",
+                "Properties": {"Path": path, "Method": "ANY", "PayloadFormatVersion": "2.0"},
+            }
+            for name, path in (("Root", "/"), ("Proxy", "/{proxy+}"))
+        }
+        variables = {APP_VARIABLE: self.app_path, "VAULTQ_URL": url, **self._auth_parameters()}
+        self._service_function(
+            API_FUNCTION,
+            "api",
+            self._api_statements,
+            {
+                "Handler": API_ENTRY_POINT,
+                "Timeout": API_TIMEOUT_SECONDS,
+                "MemorySize": API_MEMORY_MB,
+                "Environment": {"Variables": variables},
+                "Events": events,
+            },
+        )
+
+    def _auth_parameters(self) -> dict[str, Any]:
+        """Declare the token settings as parameters; the variables that read them."""
+        for parameter, variable in AUTH_PARAMETERS.items():
+            self.parameters[parameter] = {
+                "Type": "String",
+                "Default": "",
+                "Description": f"Sets {variable} of the API (empty: unset).",
+            }
+        self.parameters["AuthHs256Secret"]["NoEcho"] = True
+        return {variable: {"Ref": parameter} for parameter, variable in AUTH_PARAMETERS.items()}
+
+    def _service_function(
+        self,
+        function_id: str,
+        suffix: str,
+        statements: Callable[[str], list[dict[str, Any]]],
+        properties: dict[str, Any],
+    ) -> None:
+        name = f"{self.app.name}-{suffix}"
+        if len(name) > MAX_FUNCTION_NAME:
+            raise errors.InvalidParameterValue(
+                f"function name {name!r} is over {MAX_FUNCTION_NAME} characters"
+            )
+        logs_id, role_id = self._log_group(function_id, name), f"{function_id}Role"
+        self._add(role_id, _role(statements(logs_id)))
+        self._add(
+            function_id,
+            {
+                "Type": "AWS::Serverless::Function",
+                "DependsOn": [logs_id],
+                "Properties": {"FunctionName": name, "Role": _arn(role_id), **properties},
+            },
+        )
+
+    def _job_queues(self) -> list[dict[str, Any]]:
+        queues = sorted({route.queue for route in self.app.job_routes.values()})
+        return [_arn(logical_id(queue, "Queue")) for queue in queues]
+
+    def _api_statements(self, logs_id: str) -> list[dict[str, Any]]:
+        statements = [
+            _allow("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn(logs_id)]),
+            _allow("SendToJobQueues", PRODUCER_ACTIONS, self._job_queues()),
+            _allow("UseJobItems", JOB_ITEM_ACTIONS, [_arn(JOB_TABLE)]),
+            _allow(
+                "QueryJobIndexes",
+                ["dynamodb:Query"],
+                [{"Fn::Sub": f"${{{JOB_TABLE}.Arn}}/index/*"}],
+            ),
+            _allow("UseStateItems", STATE_ITEM_ACTIONS, [_arn(STATE_TABLE)]),
+            _allow("CountOutbox", ["dynamodb:Query"], [_outbox_index()]),
+        ]
+        buckets = sorted(
+            {route.bucket for route in self.app.job_routes.values() if route.bucket is not None}
+        )
+        if buckets:
+            # A multipart submission stores its files under jobs/<tenant>/<client>/<job>/ and
+            # a download URL is signed for them.
+            statements.append(
+                _allow(
+                    "UseJobFiles",
+                    ["s3:GetObject", "s3:PutObject"],
+                    [_s3_arn(f"{bucket}/jobs/*") for bucket in buckets],
+                )
+            )
+        return statements
+
+    def _drain_statements(self, logs_id: str) -> list[dict[str, Any]]:
+        return [
+            _allow("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn(logs_id)]),
+            _allow("SendToJobQueues", PRODUCER_ACTIONS, self._job_queues()),
+            _allow("ClaimAndRemoveSends", DRAIN_ITEM_ACTIONS, [_arn(STATE_TABLE)]),
+            _allow("ListDueSends", ["dynamodb:Query"], [_outbox_index()]),
+        ]
+
     def _producer_policy(self) -> None:
         queues = [_arn(logical_id(name, "Queue")) for name in self.app.queues]
         self._add(
@@ -384,6 +561,42 @@ class _Builder:
                 },
             },
         )
+
+
+def state_table_properties() -> dict[str, Any]:
+    """The state table (``vaultq._dynamodb.state_table_spec``, restated: only
+    ``vaultq.wiring`` names adapters), encrypted, with point-in-time recovery and TTL."""
+    return {
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in ("pk", "sk", "outbox_shard", "outbox_order")
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": OUTBOX_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "outbox_shard", "KeyType": "HASH"},
+                    {"AttributeName": "outbox_order", "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": ["claimed_until_ms"],
+                },
+            }
+        ],
+        "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+        "SSESpecification": {"SSEEnabled": True},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+    }
+
+
+def _outbox_index() -> dict[str, Any]:
+    return {"Fn::Sub": f"${{{STATE_TABLE}.Arn}}/index/{OUTBOX_INDEX}"}
 
 
 def _queue_properties(
