@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from vaultq import errors
+from vaultq._dynamodb import (
+    TTL_ATTRIBUTE,
+    check_table_name,
+    ensure_table,
+    n,
+    new_client,
+    s,
+    translated,
+)
 from vaultq.jobs import _records as records
 from vaultq.jobs.protocol import (
     DEFAULT_PAGE_SIZE,
@@ -55,19 +61,15 @@ if TYPE_CHECKING:
     from vaultq.jobs.protocol import JobStore
 
 DEFAULT_TABLE = "vaultq-jobs"
-#: The TTL attribute: epoch seconds, DynamoDB's format.
-TTL_ATTRIBUTE = "expires_at"
 #: GSI name -> its partition key attribute; every GSI sorts on ``created_key``.
 INDEXES = {"by-status": "tenant_status", "by-client": "tenant_client", "by-day": "tenant_day"}
 
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 # Not a job key (a key part is never empty): the item that holds the cursor secret.
 _SIGNER_PK = "#cursor-signer"
 _BATCH_GET_KEYS = 100
 # Each lost race means another write succeeded; this many in a row is a contended job.
 _MAX_RACES = 20
 _MAX_MS = 2**63 - 1
-_ACTIVE_POLL_SECONDS = 1.0
 
 
 class DynamoJobs:
@@ -86,12 +88,10 @@ class DynamoJobs:
         client: Any | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
-            raise errors.InvalidSettings(f"not a DynamoDB table name: {table!r}")
-        self.table = table
+        self.table = check_table_name(table)
         self._clock = clock
         self._owns_client = client is None
-        self._client = client if client is not None else _new_client(region, endpoint_url)
+        self._client = client if client is not None else new_client(region, endpoint_url)
         self._cursor_secret: bytes | None = None
 
     # -- the table ------------------------------------------------------------------------
@@ -100,62 +100,7 @@ class DynamoJobs:
         """Create the table with its GSIs and TTL unless it exists; return once it is ACTIVE.
         Idempotent and safe to race; an existing table without these GSIs raises
         ``InvalidSettings``."""
-        try:
-            self._client.create_table(**table_spec(self.table))
-        except ClientError as exc:
-            if _error(exc)[0] != "ResourceInUseException":  # already there, or being made
-                raise _translated(exc, "create_table") from exc
-        except BotoCoreError as exc:
-            raise _translated(exc, "create_table") from exc
-        description = self._wait_until_active(timeout_seconds)
-        missing = set(INDEXES) - {
-            index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])
-        }
-        if missing:
-            raise errors.InvalidSettings(
-                f"table {self.table} exists without the indexes {sorted(missing)}"
-            )
-        self._enable_ttl()
-
-    def _wait_until_active(self, timeout_seconds: float) -> dict[str, Any]:
-        # Real time, not the job clock: a test's clock may stand still.
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            description: dict[str, Any] = self._call("describe_table", TableName=self.table)[
-                "Table"
-            ]
-            statuses = [description["TableStatus"]] + [
-                index["IndexStatus"] for index in description.get("GlobalSecondaryIndexes", [])
-            ]
-            if set(statuses) == {"ACTIVE"}:
-                return description
-            if time.monotonic() > deadline:
-                raise errors.BackendUnavailable(f"table {self.table} is not ACTIVE: {statuses}")
-            time.sleep(_ACTIVE_POLL_SECONDS)
-
-    def _enable_ttl(self) -> None:
-        if self._ttl_is_on():
-            return
-        try:
-            self._call(
-                "update_time_to_live",
-                TableName=self.table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-            )
-        except errors.BackendUnavailable:
-            if not self._ttl_is_on():  # else another process enabled it between our calls
-                raise
-
-    def _ttl_is_on(self) -> bool:
-        ttl = self._call("describe_time_to_live", TableName=self.table)["TimeToLiveDescription"]
-        if ttl["TimeToLiveStatus"] not in {"ENABLED", "ENABLING"}:
-            return False
-        if ttl.get("AttributeName") != TTL_ATTRIBUTE:
-            raise errors.InvalidSettings(
-                f"table {self.table} expires items by {ttl.get('AttributeName')!r}, "
-                f"not {TTL_ATTRIBUTE!r}"
-            )
-        return True
+        ensure_table(self._client, table_spec(self.table), timeout_seconds=timeout_seconds)
 
     # -- one job --------------------------------------------------------------------------
 
@@ -179,7 +124,7 @@ class DynamoJobs:
                 TableName=self.table,
                 Item=_item(job),
                 ConditionExpression="attribute_not_exists(pk) OR expires_at_ms <= :now",
-                ExpressionAttributeValues={":now": _n(now)},
+                ExpressionAttributeValues={":now": n(now)},
             )
         except errors.ConditionalCheckFailed:
             raise errors.JobAlreadyExists(f"job {key} already exists") from None
@@ -246,7 +191,7 @@ class DynamoJobs:
                     TableName=self.table,
                     Item=_item(job),
                     ConditionExpression="version = :version AND expires_at_ms > :now",
-                    ExpressionAttributeValues={":version": _n(stored.version), ":now": _n(now)},
+                    ExpressionAttributeValues={":version": n(stored.version), ":now": n(now)},
                 )
             except errors.ConditionalCheckFailed:
                 # Another writer moved the job since our read: apply the change to its state.
@@ -258,7 +203,7 @@ class DynamoJobs:
 
     def _get_item(self, pk: str) -> dict[str, Any] | None:
         response = self._call(
-            "get_item", TableName=self.table, Key={"pk": _s(pk)}, ConsistentRead=True
+            "get_item", TableName=self.table, Key={"pk": s(pk)}, ConsistentRead=True
         )
         item: dict[str, Any] | None = response.get("Item")
         return item
@@ -365,17 +310,17 @@ class DynamoJobs:
         if cursor is not None:
             after_ms, after_pk = records.decode_cursor(self._secret(), scope, cursor)
             request["ExclusiveStartKey"] = {
-                "pk": _s(after_pk),
-                part_attr: _s(partition),
-                "created_key": _s(_created_key(after_ms, after_pk)),
+                "pk": s(after_pk),
+                part_attr: s(partition),
+                "created_key": s(_created_key(after_ms, after_pk)),
             }
         now = self._now_ms()
         request["ExpressionAttributeValues"] = {
-            ":part": _s(partition),
+            ":part": s(partition),
             # ``#`` sorts before ``$``: the high bound is past every key created at until - 1.
-            ":low": _s(f"{created[0]:020d}"),
-            ":high": _s(f"{created[1] - 1:020d}$"),
-            ":now": _n(now),
+            ":low": s(f"{created[0]:020d}"),
+            ":high": s(f"{created[1] - 1:020d}$"),
+            ":now": n(now),
         }
         jobs: list[Job] = []
         while len(jobs) <= limit:
@@ -407,7 +352,7 @@ class DynamoJobs:
         for start in range(0, len(pks), _BATCH_GET_KEYS):
             chunk = pks[start : start + _BATCH_GET_KEYS]
             wanted: dict[str, Any] = {
-                self.table: {"Keys": [{"pk": _s(pk)} for pk in chunk], "ConsistentRead": True}
+                self.table: {"Keys": [{"pk": s(pk)} for pk in chunk], "ConsistentRead": True}
             }
             for attempt in range(_MAX_RACES):
                 response = self._call("batch_get_item", RequestItems=wanted)
@@ -442,7 +387,7 @@ class DynamoJobs:
                     TableName=self.table,
                     Key={"pk": entry["pk"]},
                     ConditionExpression="expires_at_ms <= :now",
-                    ExpressionAttributeValues={":now": _n(self._now_ms())},
+                    ExpressionAttributeValues={":now": n(self._now_ms())},
                 )
             except errors.ConditionalCheckFailed:
                 continue
@@ -455,7 +400,7 @@ class DynamoJobs:
             "IndexName": "by-status",
             "FilterExpression": condition,
             "ProjectionExpression": projection,
-            "ExpressionAttributeValues": {":now": _n(self._now_ms())},
+            "ExpressionAttributeValues": {":now": n(self._now_ms())},
         }
         while True:
             response = self._call("scan", **request)
@@ -474,7 +419,7 @@ class DynamoJobs:
         """The key that signs cursors: made once, kept in the table, so that every process
         and every reopen accepts the same cursors."""
         if self._cursor_secret is None:
-            key = {"pk": _s(_SIGNER_PK)}
+            key = {"pk": s(_SIGNER_PK)}
             item = self._get_item(_SIGNER_PK)
             if item is None:
                 # Another process may make it first: then the read below gets theirs.
@@ -495,7 +440,7 @@ class DynamoJobs:
         try:
             response: dict[str, Any] = getattr(self._client, operation)(**params)
         except (ClientError, BotoCoreError) as exc:
-            raise _translated(exc, operation) from exc
+            raise translated(exc, operation, too_large=errors.JobTooLarge) from exc
         return response
 
     def _now_ms(self) -> int:
@@ -528,49 +473,8 @@ def table_spec(table: str) -> dict[str, Any]:
     }
 
 
-def _new_client(region: str, endpoint_url: str | None) -> Any:
-    config = Config(retries={"mode": "standard"}, connect_timeout=5, read_timeout=30)
-    try:
-        return boto3.session.Session().client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-        )
-    except (BotoCoreError, ValueError) as exc:
-        raise errors.InvalidSettings(f"cannot open DynamoDB in {region!r}: {exc}") from None
-
-
-def _translated(exc: Exception, operation: str) -> errors.VaultqError:
-    """A vaultq error for a botocore one. Messages keep the error code, never DynamoDB's
-    text, which may quote item values."""
-    if isinstance(exc, BotoCoreError):
-        return errors.BackendUnavailable(f"DynamoDB {operation} failed: {type(exc).__name__}")
-    code, message = _error(exc)
-    if code == "ConditionalCheckFailedException":
-        return errors.ConditionalCheckFailed(f"DynamoDB {operation}: the condition failed")
-    if code == "ValidationException" and "size has exceeded" in message:
-        return errors.JobTooLarge("the job is larger than DynamoDB's 400 KB item limit")
-    if code == "ResourceNotFoundException":
-        return errors.BackendUnavailable(
-            f"DynamoDB {operation}: the job table does not exist (create_table() makes it)"
-        )
-    return errors.BackendUnavailable(f"DynamoDB {operation} failed: {code}")
-
-
-def _error(exc: Any) -> tuple[str, str]:
-    """The code and message of a botocore ``ClientError``."""
-    error = exc.response.get("Error", {})
-    return str(error.get("Code", "")), str(error.get("Message", ""))
-
-
 def _created_key(created_at_ms: int, pk: str) -> str:
     return f"{created_at_ms:020d}#{pk}"
-
-
-def _s(text: str) -> dict[str, str]:
-    return {"S": text}
-
-
-def _n(number: int) -> dict[str, str]:
-    return {"N": str(number)}
 
 
 def _is_live(item: Mapping[str, Any], now_ms: int) -> bool:
@@ -580,30 +484,30 @@ def _is_live(item: Mapping[str, Any], now_ms: int) -> bool:
 def _item(job: Job) -> dict[str, Any]:
     pk, tenant = str(job.key), job.key.tenant_id
     item: dict[str, Any] = {
-        "pk": _s(pk),
-        "status": _s(job.status.value),
-        "tenant_status": _s(f"{tenant}#{job.status.value}"),
-        "tenant_client": _s(f"{tenant}#{job.key.client_id}"),
-        "tenant_day": _s(f"{tenant}#{job.day}"),
-        "created_key": _s(_created_key(job.created_at_ms, pk)),
-        "created_at_ms": _n(job.created_at_ms),
-        "updated_at_ms": _n(job.updated_at_ms),
-        "expires_at_ms": _n(job.expires_at_ms),
+        "pk": s(pk),
+        "status": s(job.status.value),
+        "tenant_status": s(f"{tenant}#{job.status.value}"),
+        "tenant_client": s(f"{tenant}#{job.key.client_id}"),
+        "tenant_day": s(f"{tenant}#{job.day}"),
+        "created_key": s(_created_key(job.created_at_ms, pk)),
+        "created_at_ms": n(job.created_at_ms),
+        "updated_at_ms": n(job.updated_at_ms),
+        "expires_at_ms": n(job.expires_at_ms),
         # Rounded up: DynamoDB must never delete a job before vaultq considers it expired.
-        TTL_ATTRIBUTE: _n(-(-job.expires_at_ms // 1000)),
-        "version": _n(job.version),
-        "attempts": _n(job.attempts),
-        "progress": _s(repr(job.progress)),
-        "stages_completed": _s(encode_json(job.stages_completed)),
-        "checkpoints": _s(encode_json(list(job.checkpoints.items()))),
-        "input_files": _s(encode_json(job.input_files)),
-        "output_files": _s(encode_json(job.output_files)),
-        "attributes": _s(encode_json(job.attributes)),
+        TTL_ATTRIBUTE: n(-(-job.expires_at_ms // 1000)),
+        "version": n(job.version),
+        "attempts": n(job.attempts),
+        "progress": s(repr(job.progress)),
+        "stages_completed": s(encode_json(job.stages_completed)),
+        "checkpoints": s(encode_json(list(job.checkpoints.items()))),
+        "input_files": s(encode_json(job.input_files)),
+        "output_files": s(encode_json(job.output_files)),
+        "attributes": s(encode_json(job.attributes)),
     }
     optional = {"current_stage": job.current_stage, "error": job.error}
     if job.result is not None:
         optional["result"] = encode_json(job.result)
-    item.update({name: _s(value) for name, value in optional.items() if value is not None})
+    item.update({name: s(value) for name, value in optional.items() if value is not None})
     return item
 
 
