@@ -107,10 +107,17 @@ class ApiServices:
             if not self.settings.queue_enabled:
                 continue
             try:
-                for send in self.outbox.claim_due(limit=100, claim_seconds=_CLAIM_SECONDS):
-                    self.send_or_keep(send)
+                due = self.outbox.claim_due(limit=100, claim_seconds=_CLAIM_SECONDS)
             except errors.VaultqError as exc:
                 log.warning("outbox pump: %s", exc.code)
+                continue
+            for send in due:
+                try:
+                    self.send_or_keep(send)
+                except errors.VaultqError as exc:
+                    # A send its queue refuses (deleted, message refused) must not hold up
+                    # the others: it stays in the outbox and is tried again later.
+                    log.warning("outbox send %s kept: %s", send.id, exc.code)
 
 
 def deliver(queues: QueueBackend, send: PendingSend) -> None:
