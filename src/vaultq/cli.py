@@ -556,7 +556,7 @@ def worker(
             app_path=app_path,
             queues=queues,
             handlers=handler,
-            job_store_factory=functools.partial(open_jobs, url),
+            job_store_factory=functools.partial(open_jobs, url, durable_updates=False),
             metrics_factory=functools.partial(open_metrics, url),
         )
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -76,9 +76,11 @@ def open_queues(url: str | None = None) -> QueueBackend:
     return backend
 
 
-def open_jobs(url: str | None = None) -> JobStore:
+def open_jobs(url: str | None = None, *, durable_updates: bool = True) -> JobStore:
     """Open the job table that ``url`` (default: the settings' URL) names; on the embedded
-    backend it lives in the queues' database. Queue-only options are ignored."""
+    backend it lives in the queues' database. Queue-only options are ignored. Workers pass
+    ``durable_updates=False``: on the embedded backend their updates then skip the fsync
+    (see ``vaultq.jobs.sqlite``); DynamoDB writes are durable either way."""
     url = url or load_settings().url
     if _scheme(url) == "aws":
         options = _aws_client_options(url)
@@ -88,7 +90,7 @@ def open_jobs(url: str | None = None) -> JobStore:
         dynamodb: JobStore = _load(_JOB_ADAPTERS, "aws")(**options)
         return dynamodb
     factory, path, _options = _resolve(_JOB_ADAPTERS, url)
-    store: JobStore = factory(path)
+    store: JobStore = factory(path, durable_updates=durable_updates)
     return store
 
 

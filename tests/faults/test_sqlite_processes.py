@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vaultq.queues import OutgoingMessage, SendEntry
 from vaultq.queues.sqlite import SqliteQueues
+from vaultq.wiring import open_jobs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -50,6 +51,18 @@ def test_every_connection_that_commits_sends_syncs_fully(tmp_path: Path) -> None
     assert process.connection_synchronous_modes()["send"] == 1
     full.close()
     process.close()
+
+
+def test_only_a_worker_s_job_updates_skip_the_fsync(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/vaultq.db"
+    api, worker = open_jobs(url), open_jobs(url, durable_updates=False)
+
+    # Creations (what the API promised a caller) are FULL everywhere; a worker's updates are
+    # NORMAL: a power cut loses only the newest, with the deletes after them.
+    assert api.connection_synchronous_modes() == {"create": 2, "update": 2}  # type: ignore[attr-defined]
+    assert worker.connection_synchronous_modes() == {"create": 2, "update": 1}  # type: ignore[attr-defined]
+    api.close()
+    worker.close()
 
 
 def test_acknowledged_sends_survive_sigkill(tmp_path: Path) -> None:

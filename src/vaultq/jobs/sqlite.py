@@ -6,6 +6,12 @@ and a lock per store serialises threads, so a conditional transition sees the jo
 the last write left it. Writes commit with ``synchronous=FULL``: a job a user was told about
 survives a power cut. Creations that run at the same time share one commit (group commit),
 each in its own savepoint, so a burst of submissions costs one fsync, not one each.
+
+A worker's store (``durable_updates=False``) commits its updates with ``synchronous=NORMAL``:
+WAL commits are ordered, so a power cut can only lose the newest ones together, with the
+message deletes (also NORMAL) that followed them; the job is then back where its message is,
+in flight, and runs again when the message comes back (at-least-once). The next FULL commit
+on the file makes them durable anyway. Creations stay FULL.
 """
 
 from __future__ import annotations
@@ -60,13 +66,15 @@ class SqliteJobs:
         *,
         clock: Callable[[], float] = time.time,
         busy_timeout_seconds: float = 30.0,
+        durable_updates: bool = True,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
         self._busy_timeout_ms = int(busy_timeout_seconds * 1000)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_conn = self._connect()
-        self._read_conn = self._connect()
+        self._write_conn = self._connect("FULL")
+        self._update_conn = self._write_conn if durable_updates else self._connect("NORMAL")
+        self._read_conn = self._connect("FULL")
         self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
         self._creates = _sqlite.GroupCommit(self._write_conn, self._write_lock)
@@ -250,7 +258,7 @@ class SqliteJobs:
                 return deleted
 
     def close(self) -> None:
-        for conn in (self._write_conn, self._read_conn):
+        for conn in {self._write_conn, self._update_conn, self._read_conn}:
             conn.close()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -263,9 +271,17 @@ class SqliteJobs:
             secret: bytes = conn.execute(_SQL["secret"]).fetchone()[0]
         return secret
 
-    def _connect(self) -> sqlite3.Connection:
+    def connection_synchronous_modes(self) -> dict[str, int]:
+        """``PRAGMA synchronous`` of each connection (2 FULL, 1 NORMAL), for the tests."""
+        connections = {"create": self._write_conn, "update": self._update_conn}
+        return {
+            name: conn.execute("PRAGMA synchronous").fetchone()[0]
+            for name, conn in connections.items()
+        }
+
+    def _connect(self, synchronous: _sqlite.Synchronous) -> sqlite3.Connection:
         conn = _sqlite.connect(
-            self.path, synchronous="FULL", busy_timeout_seconds=self._busy_timeout_ms / 1000
+            self.path, synchronous=synchronous, busy_timeout_seconds=self._busy_timeout_ms / 1000
         )
         conn.row_factory = sqlite3.Row
         return conn
@@ -275,7 +291,7 @@ class SqliteJobs:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with _sqlite.transaction(self._write_conn, self._write_lock) as conn:
+        with _sqlite.transaction(self._update_conn, self._write_lock) as conn:
             yield conn
 
     @contextlib.contextmanager
