@@ -10,12 +10,15 @@ all-MiniLM-L6-v2 and upserts sealed vectors into ``<data dir>/vectors.db``.
 Two job routes feed the ``embed-requests`` queue, whose own handler process keeps requests
 from waiting behind a backlog of uploads:
 
-- ``POST /api/v1/embeddings/generate {"message_ids": [...], "priority": "normal"|"high"}``
-  re-embeds the caller tenant's stored messages from their upload objects;
-- ``POST /api/v1/search {"query": "...", "k": 10}`` ranks the caller tenant's messages. The
-  API seals the query for the workers (``VAULTQ_WORKER_PUBLIC_KEY``) before the job is
-  stored, so no queue, job or log holds its text; a client may send ``sealed_query``
-  (``vaultq.client.seal_query(...).as_json()``) instead, and then the API never sees it.
+- ``POST /api/v1/embeddings/generate {"message_ids": [...], "priority": "normal"|"high",
+  "vector_key": {...}}`` re-embeds the caller tenant's stored messages from their upload
+  objects;
+- ``POST /api/v1/search {"query": "...", "vector_key": {...}, "k": 10}`` ranks the caller
+  tenant's messages. The API seals the query for the workers (``VAULTQ_WORKER_PUBLIC_KEY``)
+  under the vector key's ``request_id`` before the job is stored, so no queue, job or log
+  holds its text; a client may send ``sealed_query`` (``vaultq.client.seal_query(...,
+  vector_key=...).as_json()``, which carries the wrapped vector key) instead, and then the
+  API never sees the text.
   The request waits up to 10 s and answers ``200`` with the results, else ``202``: poll
   ``GET /jobs/{job_id}``.
 
@@ -24,9 +27,10 @@ Run it with the worker keys in the environment::
     VAULTQ_WORKER_KEYS=<base64 X25519 private key> \\
     VAULTQ_WORKER_PUBLIC_KEY=<base64 public key> vaultq up examples.private_embeddings.app:app
 
-The vector secret (see ``vaultq.embeddings.pipeline``) is made on first use in
-``<data dir>/secrets/vector-secret`` (mode 0600), beside the database: an interim choice
-that keeps vectors sealed in the database and its copies, not from whoever can read both.
+``vector_key`` is ``vaultq.client.wrap_vector_key_for(...).as_json()``: the tenant's vector
+key (``vaultq keys vector``), which only the client keeps, wrapped to the workers for this
+tenant and one request id. Uploads carry it too (``upload_messages(vector_key=...)``). The
+API and the workers never store it in usable form; a worker unwraps it for one job only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import binascii
 import functools
 import json
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
@@ -43,7 +48,14 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 from vaultq import errors, wiring
 from vaultq.app import App, DeadLetterQueue
 from vaultq.blobs import BucketNotification
-from vaultq.client import MAX_QUERY_BYTES, UPLOAD_PREFIX, InvalidUpload, SealedQuery, seal_query
+from vaultq.client import (
+    MAX_QUERY_BYTES,
+    UPLOAD_PREFIX,
+    InvalidUpload,
+    SealedQuery,
+    WrappedVectorKey,
+    seal_query,
+)
 from vaultq.embeddings.pipeline import (
     EmbeddingServices,
     embed_upload,
@@ -64,7 +76,6 @@ BUCKET = "messages"
 QUEUE = "embed-jobs"
 REQUESTS_QUEUE = "embed-requests"
 COLLECTION = "message_embeddings"
-VECTOR_SECRET_NAME = "vector-secret"  # noqa: S105 - a file name, not a secret
 PUBLIC_KEY_VARIABLE = "VAULTQ_WORKER_PUBLIC_KEY"
 MAX_RECEIVES = 3
 MAX_GENERATE_IDS = 1000
@@ -84,12 +95,23 @@ app.queue(
 app.bucket(BUCKET, notifications=[BucketNotification(QUEUE, prefix=UPLOAD_PREFIX, suffix=".json")])
 
 MessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+WrappedKeyText = Annotated[str, StringConstraints(max_length=512)]
+
+
+class VectorKeyBody(BaseModel):
+    """``vaultq.client.WrappedVectorKey.as_json()``: the tenant's vector key, wrapped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: MessageId
+    wrapped_key: WrappedKeyText
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message_ids: list[MessageId] = Field(min_length=1, max_length=MAX_GENERATE_IDS)
+    vector_key: VectorKeyBody
     #: Both run on ``embed-requests``, ahead of any upload backlog; kept in the job result.
     priority: Literal["normal", "high"] = "normal"
 
@@ -106,23 +128,28 @@ class SealedQueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query_id: MessageId
-    wrapped_key: str = Field(max_length=512)
+    wrapped_key: WrappedKeyText
     sealed: str = Field(max_length=4 * (MAX_QUERY_BYTES + 29) // 3 + 4)
+    wrapped_vector_key: WrappedKeyText
 
 
 class SearchRequest(BaseModel):
-    """Exactly one of ``query`` (sealed by the API at once) and ``sealed_query``."""
+    """Exactly one of ``query`` (sealed by the API at once, with ``vector_key``) and
+    ``sealed_query`` (which carries its own wrapped vector key)."""
 
     model_config = ConfigDict(extra="forbid")
 
     query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_BYTES)
     sealed_query: SealedQueryBody | None = None
+    vector_key: VectorKeyBody | None = None
     k: int = Field(default=10, ge=1, le=MAX_K)
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
         if (self.query is None) == (self.sealed_query is None):
             raise ValueError("give exactly one of query and sealed_query")
+        if (self.query is None) != (self.vector_key is None):
+            raise ValueError("a query needs vector_key; a sealed_query carries its own")
         return self
 
 
@@ -131,8 +158,15 @@ def seal_search(payload: JsonValue, tenant: str) -> JsonValue:
     assert isinstance(payload, dict)  # noqa: S101 - SearchRequest's dump
     if payload["query"] is None:
         return {"sealed_query": payload["sealed_query"], "k": payload["k"]}
-    text = str(payload["query"])
-    sealed = seal_query(text, public_key=_worker_public_key(), tenant=tenant)
+    # Sealed under the vector key's request id: the one the client wrapped its key for.
+    vector_key = WrappedVectorKey.from_json(payload["vector_key"])
+    sealed = seal_query(
+        str(payload["query"]),
+        public_key=_worker_public_key(),
+        tenant=tenant,
+        new_query_id=lambda: vector_key.request_id,
+    )
+    sealed = replace(sealed, wrapped_vector_key=vector_key.wrapped_key)
     return {"sealed_query": dict(sealed.as_json()), "k": payload["k"]}
 
 
@@ -169,7 +203,6 @@ def services() -> EmbeddingServices:
         provider=model,
         vectors=vectors,
         collection=COLLECTION,
-        vector_secret=wiring.local_secret(root, VECTOR_SECRET_NAME),
         batch_size=model.batch_size,
         bucket=BUCKET,
     )
@@ -214,7 +247,11 @@ def serve_requests(event: dict[str, Any], context: Any) -> None:
 
 def _generate(job: JobHandle, payload: dict[str, Any]) -> dict[str, Any]:
     done = regenerate(
-        services(), tenant=job.key.tenant_id, message_ids=payload["message_ids"], job=job
+        services(),
+        tenant=job.key.tenant_id,
+        message_ids=payload["message_ids"],
+        vector_key=WrappedVectorKey.from_json(payload["vector_key"]),
+        job=job,
     )
     return {
         "results": done.results,

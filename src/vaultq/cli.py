@@ -622,7 +622,7 @@ def token(
 
 # -- private data -------------------------------------------------------------------------------
 
-keys_app = typer.Typer(help="Worker keys for encrypted uploads.", no_args_is_help=True)
+keys_app = typer.Typer(help="Worker and tenant vector keys for private data.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
@@ -648,6 +648,39 @@ def generate_keys(
     _emit_json({"key_id": key.key_id, "public_key": base64.b64encode(key.public_key).decode()})
 
 
+@keys_app.command("vector")
+def vector_key(
+    vector_key_file: Annotated[
+        Path, typer.Argument(help="Where to write the tenant's vector key (created, mode 0600).")
+    ],
+) -> None:
+    """Make a tenant vector key: 32 random bytes that seal the tenant's vectors. Only the
+    client keeps it (give it to `vaultq embed --vector-key`); each job carries it wrapped
+    to the workers for that job alone."""
+    from vaultq.client import new_vector_key_file  # noqa: PLC0415
+
+    new_vector_key_file(vector_key_file)
+
+
+@keys_app.command("wrap-vector")
+def wrap_vector(
+    vector_key_file: Annotated[Path, typer.Argument(help="The tenant's vector key file.")],
+    *,
+    public_key: Annotated[str, typer.Option(help="The workers' public key (base64).")],
+    tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")],
+) -> None:
+    """Print the tenant's vector key wrapped to the workers for one new request id, as the
+    `vector_key` of a generate or search request (JSON); it opens for that request only."""
+    from vaultq.client import read_vector_key, wrap_vector_key_for  # noqa: PLC0415
+    from vaultq.privacy.zeroise import wiping  # noqa: PLC0415
+
+    with wiping(read_vector_key(vector_key_file)) as tenant_key:
+        wrapped = wrap_vector_key_for(
+            tenant_key, public_key=_base64(public_key, "--public-key"), tenant=tenant
+        )
+    _emit_json(wrapped.as_json())
+
+
 @app.command("embed")
 def embed(
     messages_file: Annotated[
@@ -656,6 +689,10 @@ def embed(
     *,
     public_key: Annotated[str, typer.Option(help="The workers' public key (base64).")],
     tenant: Annotated[str, typer.Option(help="The tenant the messages belong to.")],
+    vector_key_file: Annotated[
+        Path,
+        typer.Option("--vector-key", help="The tenant's vector key file (vaultq keys vector)."),
+    ],
     app_path: Annotated[
         str, typer.Option("--app", help="The app whose bucket notifications to fire.")
     ] = "examples.private_embeddings.app:app",
@@ -669,13 +706,14 @@ def embed(
     """Encrypt messages on this machine and upload them as one job; prints the job id.
     Texts never leave this process unencrypted. With --client, GET /jobs/{job_id} shows the
     job's progress."""
-    from vaultq.client import upload_messages  # noqa: PLC0415
+    from vaultq.client import read_vector_key, upload_messages  # noqa: PLC0415
+    from vaultq.privacy.zeroise import wiping  # noqa: PLC0415
 
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     target = load_app(app_path)
     messages = _read_messages(messages_file)
-    with _queues(url) as queues:
+    with wiping(read_vector_key(vector_key_file)) as tenant_key, _queues(url) as queues:
         blobs = open_blobs(url, notifier=target.notifier(queues))
         jobs = None if client is None else open_jobs(url)
         try:
@@ -686,6 +724,7 @@ def embed(
                 bucket=bucket,
                 tenant=tenant,
                 public_key=_base64(public_key, "--public-key"),
+                vector_key=tenant_key,
                 jobs=jobs,
                 client_id=client,
             )

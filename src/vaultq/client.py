@@ -6,12 +6,17 @@
 bucket under ``jobs/<tenant>/<job_id>.json``. The bucket's ``ObjectCreated`` notification
 then brings the job to a worker (``vaultq.embeddings.pipeline``).
 
-Upload object, version 1 (UTF-8 JSON, every field required but ``client_id``, no other
-field allowed)::
+Upload object, version 1 (UTF-8 JSON, every field required but ``client_id`` and
+``wrapped_vector_key``, no other field allowed)::
 
     {"version": 1, "tenant": "...", "job_id": "...", "client_id": "...",
      "wrapped_key": "<base64 of WrappedKey.to_bytes()>",
+     "wrapped_vector_key": "<base64 of WrappedKey.to_bytes()>",
      "messages": [{"message_id": "...", "sealed": "<base64 of the sealed text>"}, ...]}
+
+``wrapped_vector_key`` is the tenant's vector key (32 random bytes the client keeps, see
+``read_vector_key``) wrapped to the workers for this tenant and job only
+(``vaultq.privacy.keys.wrap_vector_key``); a sealed collection needs it, to seal the vectors.
 
 ``client_id`` is present when the upload is a tracked job: ``upload_messages(jobs=...)``
 creates the job ``tenant#client_id#job_id`` before the put, and the worker reports its
@@ -19,7 +24,11 @@ progress there (S3 events cannot carry the job themselves).
 
 A search query travels as a ``SealedQuery``: the text sealed under its own data key (AAD
 ``vaultq/v1|tenant|query_id``), the key wrapped to the workers for ``tenant`` and
-``query_id``; ``seal_query`` makes one, on the caller's machine or in the API.
+``query_id``, and (for a sealed collection) the tenant's vector key wrapped for the same
+tenant and ``query_id``; ``seal_query`` makes one on the caller's machine. When the API
+seals the text, the caller sends a ``WrappedVectorKey`` (``wrap_vector_key_for``) and the
+API seals the query under its ``request_id``: the API never holds a vector key. A generate
+request carries a ``WrappedVectorKey`` too.
 
 What it holds in clear: the tenant, the job id, the worker key id (inside the wrapped key),
 the message ids, how many messages there are and each text's length (a sealed text is 29
@@ -31,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -38,12 +48,20 @@ from typing import TYPE_CHECKING, Any
 from vaultq import errors
 from vaultq.jobs.protocol import JobKey
 from vaultq.privacy.envelope import seal
-from vaultq.privacy.keys import WrappedKey, key_id_for, new_data_key, wrap_data_key
-from vaultq.privacy.zeroise import wiping
+from vaultq.privacy.keys import (
+    VECTOR_KEY_BYTES,
+    WrappedKey,
+    key_id_for,
+    new_data_key,
+    wrap_data_key,
+    wrap_vector_key,
+)
+from vaultq.privacy.zeroise import wipe, wiping
 from vaultq.vectors.protocol import validate_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
 
     from vaultq.blobs.protocol import BlobStore, ObjectInfo
     from vaultq.jobs.protocol import JobStore
@@ -60,10 +78,14 @@ __all__ = [
     "SealedQuery",
     "SealedUpload",
     "UploadReceipt",
+    "WrappedVectorKey",
+    "new_vector_key_file",
+    "read_vector_key",
     "seal_messages",
     "seal_query",
     "upload_key",
     "upload_messages",
+    "wrap_vector_key_for",
 ]
 
 UPLOAD_FORMAT_VERSION = 1
@@ -76,8 +98,10 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 #: A search query's text, in UTF-8 bytes.
 MAX_QUERY_BYTES = 2048
 _FIELDS = frozenset({"version", "tenant", "job_id", "wrapped_key", "messages"})
-_OPTIONAL_FIELDS = frozenset({"client_id"})
+_OPTIONAL_FIELDS = frozenset({"client_id", "wrapped_vector_key"})
 _QUERY_FIELDS = frozenset({"query_id", "wrapped_key", "sealed"})
+_OPTIONAL_QUERY_FIELDS = frozenset({"wrapped_vector_key"})
+_VECTOR_KEY_FIELDS = frozenset({"request_id", "wrapped_key"})
 _MESSAGE_FIELDS = frozenset({"message_id", "sealed"})
 
 
@@ -114,6 +138,8 @@ class SealedUpload:
     version: int = UPLOAD_FORMAT_VERSION
     #: The client whose job tracks this upload (``tenant#client_id#job_id``); None: untracked.
     client_id: str | None = None
+    #: The tenant's vector key wrapped for this tenant and job; None: indexed collections only.
+    wrapped_vector_key: WrappedKey | None = None
 
     def __post_init__(self) -> None:
         if self.version != UPLOAD_FORMAT_VERSION:
@@ -122,8 +148,7 @@ class SealedUpload:
         _check_id("job_id", self.job_id)
         if self.client_id is not None:
             _check_id("client_id", self.client_id)
-        if not isinstance(self.wrapped_key, WrappedKey):
-            raise InvalidUpload("wrapped_key must be a WrappedKey")
+        _check_wrapped(self.wrapped_key, self.wrapped_vector_key)
         if not isinstance(self.messages, tuple) or not 1 <= len(self.messages) <= MAX_MESSAGES:
             raise InvalidUpload(f"an upload holds 1-{MAX_MESSAGES} messages (a tuple)")
         ids = {message.message_id for message in self.messages}
@@ -147,6 +172,7 @@ class SealedUpload:
             "job_id": self.job_id,
             **({} if self.client_id is None else {"client_id": self.client_id}),
             "wrapped_key": _b64(self.wrapped_key.to_bytes()),
+            **_optional_key(self.wrapped_vector_key),
             "messages": [
                 {"message_id": message.message_id, "sealed": _b64(message.sealed)}
                 for message in self.messages
@@ -177,7 +203,8 @@ class SealedUpload:
             tenant=_text(fields, "tenant"),
             job_id=_text(fields, "job_id"),
             client_id=_text(fields, "client_id") if "client_id" in fields else None,
-            wrapped_key=WrappedKey.from_bytes(_unb64(fields, "wrapped_key")),
+            wrapped_key=_wrapped(fields, "wrapped_key"),
+            wrapped_vector_key=_wrapped_vector_key(fields),
             messages=tuple(_message(entry) for entry in messages),
         )
 
@@ -190,9 +217,12 @@ class SealedQuery:
     wrapped_key: WrappedKey
     #: The envelope's version-1 bytes, bound to ``tenant|query_id``.
     sealed: bytes
+    #: The tenant's vector key wrapped for ``tenant`` and ``query_id``; sealed collections.
+    wrapped_vector_key: WrappedKey | None = None
 
     def __post_init__(self) -> None:
         _check_id("query_id", self.query_id)
+        _check_wrapped(self.wrapped_key, self.wrapped_vector_key)
         if not isinstance(self.sealed, bytes) or not 1 <= len(self.sealed) <= MAX_QUERY_BYTES + 29:
             raise InvalidUpload(f"a sealed query is 1-{MAX_QUERY_BYTES + 29} bytes")
 
@@ -201,16 +231,43 @@ class SealedQuery:
             "query_id": self.query_id,
             "wrapped_key": _b64(self.wrapped_key.to_bytes()),
             "sealed": _b64(self.sealed),
+            **_optional_key(self.wrapped_vector_key),
         }
 
     @classmethod
     def from_json(cls, document: object) -> SealedQuery:
-        """``InvalidUpload`` for anything but exactly the three fields, well formed."""
-        fields = _fields(document, _QUERY_FIELDS, "a sealed query")
+        """``InvalidUpload`` for anything but exactly the three fields and, optionally,
+        ``wrapped_vector_key``, well formed."""
+        fields = _fields(document, _QUERY_FIELDS, "a sealed query", optional=_OPTIONAL_QUERY_FIELDS)
         return cls(
             query_id=_text(fields, "query_id"),
-            wrapped_key=WrappedKey.from_bytes(_unb64(fields, "wrapped_key")),
+            wrapped_key=_wrapped(fields, "wrapped_key"),
             sealed=_unb64(fields, "sealed"),
+            wrapped_vector_key=_wrapped_vector_key(fields),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WrappedVectorKey:
+    """A tenant's vector key wrapped to the workers for one request id of that tenant (a
+    generate job, or a query the API seals under ``request_id``)."""
+
+    request_id: str
+    wrapped_key: WrappedKey
+
+    def __post_init__(self) -> None:
+        _check_id("request_id", self.request_id)
+        _check_wrapped(self.wrapped_key, None)
+
+    def as_json(self) -> dict[str, str]:
+        return {"request_id": self.request_id, "wrapped_key": _b64(self.wrapped_key.to_bytes())}
+
+    @classmethod
+    def from_json(cls, document: object) -> WrappedVectorKey:
+        """``InvalidUpload`` for anything but exactly the two fields, well formed."""
+        fields = _fields(document, _VECTOR_KEY_FIELDS, "a wrapped vector key")
+        return cls(
+            request_id=_text(fields, "request_id"), wrapped_key=_wrapped(fields, "wrapped_key")
         )
 
 
@@ -228,18 +285,58 @@ def upload_key(*, tenant: str, job_id: str) -> str:
     return f"{UPLOAD_PREFIX}{_check_id('tenant', tenant)}/{_check_id('job_id', job_id)}.json"
 
 
+def new_vector_key_file(path: Path) -> None:
+    """Write a new tenant vector key (32 random bytes, base64) to a new file, mode 0600."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise errors.InvalidParameterValue(f"cannot create {path}: {exc.strerror}") from None
+    with os.fdopen(descriptor, "w") as file:
+        file.write(base64.b64encode(os.urandom(VECTOR_KEY_BYTES)).decode() + "\n")
+
+
+def read_vector_key(path: Path) -> bytearray:
+    """A tenant vector key file's 32 bytes, in a buffer the caller wipes (the file's text
+    and its decoding are immutable copies Python cannot wipe)."""
+    try:
+        key = bytearray(base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True))
+    except (OSError, UnicodeDecodeError, ValueError, binascii.Error):
+        raise errors.InvalidParameterValue(f"{path} is not a base64 vector key file") from None
+    if len(key) != VECTOR_KEY_BYTES:
+        wipe(key)
+        raise errors.InvalidParameterValue(f"a vector key is {VECTOR_KEY_BYTES} bytes")
+    return key
+
+
+def wrap_vector_key_for(
+    vector_key: bytes | bytearray,
+    *,
+    public_key: bytes,
+    tenant: str,
+    new_request_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+) -> WrappedVectorKey:
+    """Wrap ``tenant``'s vector key to the workers of ``public_key`` for a new request id."""
+    request_id = _check_id("request_id", new_request_id())
+    wrapped = wrap_vector_key(
+        vector_key, public_key=public_key, tenant=_check_id("tenant", tenant), job_id=request_id
+    )
+    return WrappedVectorKey(request_id=request_id, wrapped_key=wrapped)
+
+
 def seal_messages(
     messages: Sequence[tuple[str, str]],
     *,
     public_key: bytes,
     tenant: str,
+    vector_key: bytes | bytearray | None = None,
     key_id: str | None = None,
     job_id: str | None = None,
     new_job_id: Callable[[], str] = lambda: uuid.uuid4().hex,
 ) -> SealedUpload:
     """Seal ``[(message_id, text)]`` under a fresh data key, wrapped to ``public_key`` (raw
-    32-byte X25519) for a new job. ``key_id``, when given, must be the public key's id: a
-    guard against a key id and public key that were copied from different places."""
+    32-byte X25519) for a new job, with the tenant's ``vector_key`` (needed by sealed
+    collections) wrapped for the same job. ``key_id``, when given, must be the public key's
+    id: a guard against a key id and public key that were copied from different places."""
     if key_id is not None and key_id != key_id_for(public_key):
         raise errors.InvalidParameterValue("key_id is not the id of this public key")
     job = _check_id("job_id", job_id if job_id is not None else new_job_id())
@@ -253,7 +350,13 @@ def seal_messages(
             )
             for message_id, text in messages
         )
-    return SealedUpload(tenant=tenant, job_id=job, wrapped_key=wrapped, messages=sealed)
+    return SealedUpload(
+        tenant=tenant,
+        job_id=job,
+        wrapped_key=wrapped,
+        wrapped_vector_key=_wrap_optional(vector_key, public_key, tenant, job),
+        messages=sealed,
+    )
 
 
 def seal_query(
@@ -261,10 +364,12 @@ def seal_query(
     *,
     public_key: bytes,
     tenant: str,
+    vector_key: bytes | bytearray | None = None,
     new_query_id: Callable[[], str] = lambda: uuid.uuid4().hex,
 ) -> SealedQuery:
     """Seal a search query's ``text`` for the workers of ``public_key``, for ``tenant`` only:
-    a fresh data key seals it, and is wrapped for ``tenant`` and a new query id."""
+    a fresh data key seals it, and is wrapped for ``tenant`` and a new query id, as is the
+    tenant's ``vector_key`` (needed to search a sealed collection)."""
     plaintext = _utf8(text)
     if not 1 <= len(plaintext) <= MAX_QUERY_BYTES:
         raise errors.InvalidParameterValue(f"a query is 1-{MAX_QUERY_BYTES} bytes of UTF-8")
@@ -273,7 +378,12 @@ def seal_query(
     with wiping(new_data_key()) as data_key:
         wrapped = wrap_data_key(data_key, public_key=public_key, tenant=tenant, job_id=query_id)
         sealed = seal(data_key, tenant=tenant, message_id=query_id, plaintext=plaintext)
-    return SealedQuery(query_id=query_id, wrapped_key=wrapped, sealed=sealed)
+    return SealedQuery(
+        query_id=query_id,
+        wrapped_key=wrapped,
+        sealed=sealed,
+        wrapped_vector_key=_wrap_optional(vector_key, public_key, tenant, query_id),
+    )
 
 
 def upload_messages(
@@ -283,6 +393,7 @@ def upload_messages(
     bucket: str,
     public_key: bytes,
     tenant: str,
+    vector_key: bytes | bytearray | None = None,
     key_id: str | None = None,
     job_id: str | None = None,
     jobs: JobStore | None = None,
@@ -295,7 +406,12 @@ def upload_messages(
     if (jobs is None) != (client_id is None):
         raise errors.InvalidParameterValue("a tracked upload needs both jobs and client_id")
     upload = seal_messages(
-        messages, public_key=public_key, tenant=tenant, key_id=key_id, job_id=job_id
+        messages,
+        public_key=public_key,
+        tenant=tenant,
+        vector_key=vector_key,
+        key_id=key_id,
+        job_id=job_id,
     )
     if jobs is not None and client_id is not None:
         upload = replace(upload, client_id=client_id)
@@ -313,6 +429,33 @@ def upload_messages(
         message_count=len(upload.messages),
         size_bytes=info.size_bytes,
     )
+
+
+def _wrap_optional(
+    vector_key: bytes | bytearray | None, public_key: bytes, tenant: str, job_id: str
+) -> WrappedKey | None:
+    if vector_key is None:
+        return None
+    return wrap_vector_key(vector_key, public_key=public_key, tenant=tenant, job_id=job_id)
+
+
+def _check_wrapped(wrapped_key: object, wrapped_vector_key: object) -> None:
+    if not isinstance(wrapped_key, WrappedKey) or not isinstance(
+        wrapped_vector_key, WrappedKey | None
+    ):
+        raise InvalidUpload("a wrapped key must be a WrappedKey")
+
+
+def _wrapped(fields: Mapping[str, Any], name: str) -> WrappedKey:
+    return WrappedKey.from_bytes(_unb64(fields, name))
+
+
+def _wrapped_vector_key(fields: Mapping[str, Any]) -> WrappedKey | None:
+    return _wrapped(fields, "wrapped_vector_key") if "wrapped_vector_key" in fields else None
+
+
+def _optional_key(wrapped: WrappedKey | None) -> dict[str, str]:
+    return {} if wrapped is None else {"wrapped_vector_key": _b64(wrapped.to_bytes())}
 
 
 def _utf8(text: str) -> bytes:

@@ -5,6 +5,7 @@ query that never lands anywhere in clear."""
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,13 @@ from examples.private_embeddings.app import BUCKET, COLLECTION, PUBLIC_KEY_VARIA
 
 from tests.api.conftest import start_server, token, wait_for
 from vaultq import wiring
-from vaultq.client import SealedMessage, seal_messages, seal_query, upload_messages
+from vaultq.client import (
+    SealedMessage,
+    seal_messages,
+    seal_query,
+    upload_messages,
+    wrap_vector_key_for,
+)
 from vaultq.privacy.keys import generate_worker_key
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.vectors.embedded import EmbeddedVectors
@@ -34,6 +41,8 @@ pytestmark = pytest.mark.model
 APP = "examples.private_embeddings.app:app"
 TOPICS = ["sailing boats", "sourdough bread", "tax returns", "mountain hiking", "jazz piano"]
 MESSAGES = [(f"msg-{n}", f"Some thoughts about {topic}.") for n, topic in enumerate(TOPICS)]
+#: Each tenant's vector key, kept by its client only.
+VECTOR_KEYS = {"acme": os.urandom(32), "rival": os.urandom(32)}
 
 
 @dataclass
@@ -49,6 +58,14 @@ class Deployment:
 
     def vectors(self) -> EmbeddedVectors:
         return EmbeddedVectors(self.server.data / "vectors.db")
+
+    def vector_key(self, tenant: str = "acme", key: bytes | None = None) -> dict[str, str]:
+        """``tenant``'s vector key (or ``key``) wrapped for one new request."""
+        return wrap_vector_key_for(
+            VECTOR_KEYS[tenant] if key is None else key,
+            public_key=self.key.public_key,
+            tenant=tenant,
+        ).as_json()
 
 
 def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -84,11 +101,19 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             bucket=BUCKET,
             public_key=key.public_key,
             tenant="acme",
+            vector_key=VECTOR_KEYS["acme"],
             jobs=jobs,
             client_id="alice",  # the subject acme's tokens carry: GET /jobs finds it
         )
         rival = [(f"rival-{message_id}", text) for message_id, text in MESSAGES]
-        upload_messages(blobs, rival, bucket=BUCKET, public_key=key.public_key, tenant="rival")
+        upload_messages(
+            blobs,
+            rival,
+            bucket=BUCKET,
+            public_key=key.public_key,
+            tenant="rival",
+            vector_key=VECTOR_KEYS["rival"],
+        )
         yield Deployment(server=server, key=key, upload_job=receipt.job_id, blobs=blobs, jobs=jobs)
     finally:
         jobs.close()
@@ -98,6 +123,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def search(deployment: Deployment, body: dict[str, Any], tenant: str = "acme") -> dict[str, Any]:
+    """Search as ``tenant``; a plain ``query`` gets the tenant's wrapped vector key unless
+    ``body`` names one."""
+    if "query" in body:
+        body = {"vector_key": deployment.vector_key(tenant), **body}
     client = deployment.client(tenant)
     accepted = client.post("/api/v1/search", json=body)
     assert accepted.status_code in {200, 202}, accepted.text
@@ -126,7 +155,10 @@ def test_a_tampered_tracked_upload_dead_letters_its_job_without_retrying(
     deployment: Deployment,
 ) -> None:
     upload = seal_messages(
-        [("t-0", "an ordinary note")], public_key=deployment.key.public_key, tenant="acme"
+        [("t-0", "an ordinary note")],
+        public_key=deployment.key.public_key,
+        tenant="acme",
+        vector_key=VECTOR_KEYS["acme"],
     )
     changed = bytearray(upload.messages[0].sealed)
     changed[20] ^= 0x01
@@ -165,7 +197,8 @@ def test_a_search_on_a_warm_worker_answers_with_its_results_at_once(
     search(deployment, {"query": "warm up", "k": 1})
     client = deployment.client()
 
-    answer = client.post("/api/v1/search", json={"query": "hiking in the mountains", "k": 1})
+    body = {"query": "hiking in the mountains", "vector_key": deployment.vector_key(), "k": 1}
+    answer = client.post("/api/v1/search", json=body)
 
     assert answer.status_code == 200
     assert answer.json()["status"] == "succeeded"
@@ -177,7 +210,12 @@ def test_a_query_sealed_by_the_client_is_searched_for_its_tenant_only(
     deployment: Deployment,
 ) -> None:
     finished(deployment.client(), deployment.upload_job)
-    for_acme = seal_query("jazz piano", public_key=deployment.key.public_key, tenant="acme")
+    for_acme = seal_query(
+        "jazz piano",
+        public_key=deployment.key.public_key,
+        tenant="acme",
+        vector_key=VECTOR_KEYS["acme"],
+    )
 
     found = search(deployment, {"sealed_query": for_acme.as_json(), "k": 1})
     # The same sealed query replayed by another tenant does not open.
@@ -187,6 +225,27 @@ def test_a_query_sealed_by_the_client_is_searched_for_its_tenant_only(
     assert replayed["status"] == "dead_lettered"
     assert replayed["result"] is None
     assert "DECRYPTION_FAILED" in replayed["error"]
+
+
+def test_a_vector_key_wrapped_for_another_tenant_or_a_wrong_key_fails_the_search_cleanly(
+    deployment: Deployment,
+) -> None:
+    finished(deployment.client(), deployment.upload_job)
+    rival_indexed(deployment)
+
+    # Acme's wrapped vector key, replayed by rival: it opens for acme's request only.
+    replayed = search(
+        deployment, {"query": "jazz", "vector_key": deployment.vector_key("acme"), "k": 1}, "rival"
+    )
+    # Acme's own request, wrapped right, but with a key that sealed none of its vectors.
+    wrong = search(
+        deployment, {"query": "jazz", "vector_key": deployment.vector_key(key=os.urandom(32))}
+    )
+
+    for job in (replayed, wrong):
+        assert job["status"] == "dead_lettered"
+        assert job["result"] is None
+        assert "DECRYPTION_FAILED" in job["error"]
 
 
 def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
@@ -200,7 +259,11 @@ def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
         client = deployment.client()
         accepted = client.post(
             "/api/v1/embeddings/generate",
-            json={"message_ids": ["msg-0", "rival-msg-1", "msg-2", "nope"], "priority": "high"},
+            json={
+                "message_ids": ["msg-0", "rival-msg-1", "msg-2", "nope"],
+                "priority": "high",
+                "vector_key": deployment.vector_key(),
+            },
         )
         assert accepted.status_code == 202
         job = finished(client, accepted.json()["job_id"])
@@ -233,9 +296,21 @@ def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
         ("/api/v1/search", {"k": 3}, "body"),
         ("/api/v1/search", {"query": "x", "limit": 3}, "body.limit"),
         ("/api/v1/embeddings/generate", {"message_ids": []}, "body.message_ids"),
-        ("/api/v1/embeddings/generate", {"message_ids": ["a", "a"]}, "body"),
+        (
+            "/api/v1/embeddings/generate",
+            {"message_ids": ["a", "a"], "vector_key": {"request_id": "r", "wrapped_key": "AA=="}},
+            "body",
+        ),
         ("/api/v1/embeddings/generate", {"message_ids": ["a/../b"]}, "body.message_ids.0"),
         ("/api/v1/embeddings/generate", {"message_ids": ["a"], "priority": "now"}, "body.priority"),
+        # The tenant's wrapped vector key is required: the workers hold none of their own.
+        ("/api/v1/embeddings/generate", {"message_ids": ["a"]}, "body.vector_key"),
+        ("/api/v1/search", {"query": "x", "k": 3}, "body"),
+        (
+            "/api/v1/search",
+            {"sealed_query": {"query_id": "q", "wrapped_key": "AA==", "sealed": "AA=="}},
+            "body.sealed_query.wrapped_vector_key",
+        ),
     ],
 )
 def test_malformed_requests_are_refused_before_any_job_exists(
@@ -262,3 +337,7 @@ def test_a_search_query_is_never_written_in_clear(deployment: Deployment) -> Non
     assert job["job_id"].encode() in stored  # the scan does see what the search wrote
     for form in (canary.encode(), canary.encode("utf-16-le"), base64.b64encode(canary.encode())):
         assert form not in stored
+    # Nor is any tenant's vector key, in any usual encoding.
+    for key in VECTOR_KEYS.values():
+        for form in (key, key.hex().encode(), base64.b64encode(key)):
+            assert form not in stored

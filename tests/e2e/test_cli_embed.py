@@ -1,4 +1,5 @@
-"""`vaultq keys generate` and `vaultq embed`, end to end with a real worker process."""
+"""`vaultq keys generate`, `vaultq keys vector` and `vaultq embed`, end to end with a real
+worker process."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import time
 from pathlib import Path
 
 from vaultq import errors
+from vaultq.client import WrappedVectorKey, new_vector_key_file, read_vector_key
 from vaultq.jobs import Job, JobKey, JobStatus
 from vaultq.jobs.sqlite import SqliteJobs
+from vaultq.privacy.keys import KeyRing
 from vaultq.vectors.embedded import EmbeddedVectors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +42,24 @@ def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) ->
     assert generated.returncode == 0, generated.stderr
     public = json.loads(generated.stdout)
     assert oct((tmp_path / "worker.key").stat().st_mode & 0o777) == "0o600"
+    made = vaultq("keys", "vector", str(tmp_path / "acme.vector-key"), env=env)
+    assert made.returncode == 0, made.stderr
+    assert oct((tmp_path / "acme.vector-key").stat().st_mode & 0o777) == "0o600"
+    wrapped = vaultq(
+        "keys",
+        "wrap-vector",
+        str(tmp_path / "acme.vector-key"),
+        "--tenant",
+        "acme",
+        "--public-key",
+        public["public_key"],
+        env=env,
+    )
+    assert wrapped.returncode == 0, wrapped.stderr
+    grant = WrappedVectorKey.from_json(json.loads(wrapped.stdout))
+    ring = KeyRing.from_file(tmp_path / "worker.key")
+    opened = ring.unwrap_vector_key(grant.wrapped_key, tenant="acme", job_id=grant.request_id)
+    assert opened == read_vector_key(tmp_path / "acme.vector-key")
     lines = "\n".join(
         json.dumps({"id": f"m{i}", "text": f"secret note number {i}"}) for i in range(3)
     )
@@ -52,6 +73,8 @@ def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) ->
         "alice",
         "--public-key",
         public["public_key"],
+        "--vector-key",
+        str(tmp_path / "acme.vector-key"),
         env=env,
         stdin=lines,
     )
@@ -99,9 +122,20 @@ def wait_for_job(jobs: SqliteJobs, key: JobKey) -> Job:
 
 def test_embed_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "VAULTQ_URL": f"sqlite:///{tmp_path}/vaultq.db"}
+    vector_key = str(tmp_path / "acme.vector-key")
+    new_vector_key_file(tmp_path / "acme.vector-key")
 
     not_json = vaultq(
-        "embed", "-", "--tenant", "acme", "--public-key", "AAAA", env=env, stdin="not json\n"
+        "embed",
+        "-",
+        "--tenant",
+        "acme",
+        "--public-key",
+        "AAAA",
+        "--vector-key",
+        vector_key,
+        env=env,
+        stdin="not json\n",
     )
     bad_key = vaultq(
         "embed",
@@ -110,6 +144,8 @@ def test_embed_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
         "acme",
         "--public-key",
         "%%%",
+        "--vector-key",
+        vector_key,
         env=env,
         stdin='{"id": "a", "text": "b"}\n',
     )

@@ -10,15 +10,21 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pytest
-from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, VECTOR_SECRET_NAME, app
+from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app
 
 from tests.runtime.conftest import wait_for
 from vaultq import wiring
-from vaultq.client import SealedMessage, SealedUpload, seal_messages, upload_messages
+from vaultq.client import (
+    SealedMessage,
+    SealedUpload,
+    seal_messages,
+    upload_messages,
+    wrap_vector_key_for,
+)
 from vaultq.embeddings import LocalSentenceModel
 from vaultq.embeddings.pipeline import (
     EmbeddingServices,
@@ -53,6 +59,8 @@ if os.environ.get(HANDLER_LOG_VARIABLE):
 APP_PATH = "tests.runtime.test_private_embeddings:app"
 DLQ = f"{QUEUE}-dlq"
 TENANT = "tenant-a"
+#: The tenant's vector key, as its client keeps it (never in the data directory).
+TENANT_KEY = os.urandom(32)
 
 
 def texts(count: int) -> list[tuple[str, str]]:
@@ -78,6 +86,7 @@ class Flow:
             public_key=self.key.public_key,
             key_id=self.key.key_id,
             tenant=tenant,
+            vector_key=TENANT_KEY,
         )
         assert receipt.message_count == len(messages)
         return receipt.job_id
@@ -137,7 +146,7 @@ def test_uploaded_messages_become_sealed_vectors_searchable_by_their_text(
     wait_for(flow.drained, timeout_seconds=90)
 
     vectors = flow.vectors()
-    key = vector_key(wiring.local_secret(flow.root, VECTOR_SECRET_NAME), tenant=TENANT)
+    key = vector_key(TENANT_KEY, tenant=TENANT)
     query = model.embed([messages[7][1]])[0]
     try:
         assert vectors.count(COLLECTION, tenant=TENANT) == 20
@@ -180,13 +189,12 @@ def test_a_tampered_upload_is_dead_lettered_as_decryption_failed_without_plainte
         [("msg-000", "an ordinary note"), ("msg-001", secret_text)],
         public_key=flow.key.public_key,
         tenant=TENANT,
+        vector_key=TENANT_KEY,
     )
     changed = bytearray(upload.messages[1].sealed)
     changed[20] ^= 0x01
-    tampered = SealedUpload(
-        tenant=upload.tenant,
-        job_id=upload.job_id,
-        wrapped_key=upload.wrapped_key,
+    tampered = replace(
+        upload,
         messages=(upload.messages[0], SealedMessage(message_id="msg-001", sealed=bytes(changed))),
     )
 
@@ -216,6 +224,7 @@ def test_an_upload_wrapped_to_an_unknown_key_is_dead_lettered_as_unknown_key_id(
         bucket=BUCKET,
         public_key=stranger.public_key,
         tenant=TENANT,
+        vector_key=TENANT_KEY,
     )
 
     dead = flow.dead_letter()
@@ -223,6 +232,30 @@ def test_an_upload_wrapped_to_an_unknown_key_is_dead_lettered_as_unknown_key_id(
     assert dead.dead_letter is not None
     assert dead.dead_letter.reason == "UNKNOWN_KEY_ID"
     assert stranger.key_id in (dead.dead_letter.last_error or "")
+
+
+def test_a_tenants_wrapped_vector_key_replayed_in_another_tenants_upload_is_dead_lettered(
+    flow: Flow,
+) -> None:
+    mine = seal_messages(
+        texts(2), public_key=flow.key.public_key, tenant=TENANT, vector_key=TENANT_KEY
+    )
+    # Another tenant's upload that carries tenant-a's wrapped vector key, to seal its vectors
+    # under tenant-a's key (or learn it): the key was wrapped for tenant-a and its job only.
+    theirs = seal_messages(texts(2), public_key=flow.key.public_key, tenant="tenant-b")
+    replayed = replace(theirs, wrapped_vector_key=mine.wrapped_vector_key)
+
+    flow.blobs.put(BUCKET, replayed.object_key, replayed.to_json())
+    dead = flow.dead_letter()
+
+    assert dead.dead_letter is not None
+    assert dead.dead_letter.reason == "DECRYPTION_FAILED"
+    assert dead.dead_letter.receive_count == 1
+    vectors = flow.vectors()
+    try:
+        assert vectors.count(COLLECTION, tenant="tenant-b") == 0
+    finally:
+        vectors.close()
 
 
 def test_no_plaintext_or_data_key_is_written_anywhere(
@@ -253,6 +286,11 @@ def test_no_plaintext_or_data_key_is_written_anywhere(
         "data key (HEX)": data_key.hex().upper().encode(),
         "data key (base64)": base64.b64encode(data_key),
         "data key (base64url)": base64.urlsafe_b64encode(data_key),
+        "vector key": TENANT_KEY,
+        "vector key (hex)": TENANT_KEY.hex().encode(),
+        "vector key (HEX)": TENANT_KEY.hex().upper().encode(),
+        "vector key (base64)": base64.b64encode(TENANT_KEY),
+        "vector key (base64url)": base64.urlsafe_b64encode(TENANT_KEY),
     }
     found = [name for name, value in forbidden.items() if value in stored or value in logs]
     assert found == []
@@ -273,10 +311,11 @@ def test_the_pipeline_saves_the_jobs_progress_after_each_batch(
         provider=model,
         vectors=vectors,
         collection=COLLECTION,
-        vector_secret=b"v" * 32,
         batch_size=8,
     )
-    upload = seal_messages(texts(20), public_key=key.public_key, tenant=TENANT)
+    upload = seal_messages(
+        texts(20), public_key=key.public_key, tenant=TENANT, vector_key=TENANT_KEY
+    )
     blobs.put(BUCKET, upload.object_key, upload.to_json())
     job_key = JobKey(tenant_id=TENANT, client_id="client", job_id=upload.job_id)
     jobs.create(job_key)
@@ -326,7 +365,6 @@ def test_regenerate_takes_each_message_from_the_tenants_latest_upload_only(
         provider=model,
         vectors=vectors,
         collection=COLLECTION,
-        vector_secret=b"v" * 32,
     )
     for tenant, messages in [
         (TENANT, [("msg-1", "an old draft about tax returns"), ("msg-2", "jazz piano")]),
@@ -337,9 +375,12 @@ def test_regenerate_takes_each_message_from_the_tenants_latest_upload_only(
         blobs.put(BUCKET, upload.object_key, upload.to_json())
         time.sleep(0.01)  # distinct last-modified times: the latest upload wins
     blobs.put(BUCKET, f"jobs/{TENANT}/junk.json", b"not an upload")
-    vkey = vector_key(b"v" * 32, tenant=TENANT)
+    vkey = vector_key(TENANT_KEY, tenant=TENANT)
+    wrapped = wrap_vector_key_for(TENANT_KEY, public_key=key.public_key, tenant=TENANT)
     try:
-        done = regenerate(services, tenant=TENANT, message_ids=["msg-1", "msg-3", "msg-9"])
+        done = regenerate(
+            services, tenant=TENANT, message_ids=["msg-1", "msg-3", "msg-9"], vector_key=wrapped
+        )
         [stored] = vectors.sealed_items(COLLECTION, tenant=TENANT, limit=10).items
         vector = open_vector(vkey, message_id="msg-1", sealed=stored.sealed_vector)
     finally:

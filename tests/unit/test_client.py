@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,9 +14,13 @@ from vaultq.client import (
     InvalidUpload,
     SealedQuery,
     SealedUpload,
+    WrappedVectorKey,
+    new_vector_key_file,
+    read_vector_key,
     seal_messages,
     seal_query,
     upload_messages,
+    wrap_vector_key_for,
 )
 from vaultq.jobs.protocol import JobKey, JobStatus
 from vaultq.jobs.sqlite import SqliteJobs
@@ -108,3 +113,53 @@ def test_a_sealed_query_with_an_unknown_field_is_refused() -> None:
 
     with pytest.raises(InvalidUpload):
         SealedQuery.from_json(document)
+
+
+def test_an_upload_carries_the_vector_key_wrapped_for_its_tenant_and_job_only() -> None:
+    vector_key = os.urandom(32)
+    upload = SealedUpload.from_json(
+        seal_messages(
+            [("m1", "hello")], public_key=KEY.public_key, tenant="acme", vector_key=vector_key
+        ).to_json()
+    )
+    ring = KeyRing([KEY.private_key])
+
+    assert upload.wrapped_vector_key is not None
+    opened = ring.unwrap_vector_key(upload.wrapped_vector_key, tenant="acme", job_id=upload.job_id)
+    assert bytes(opened) == vector_key
+    with pytest.raises(errors.DecryptionFailed):
+        ring.unwrap_vector_key(upload.wrapped_vector_key, tenant="rival", job_id=upload.job_id)
+    assert vector_key.hex() not in upload.to_json().decode()
+
+
+def test_a_sealed_query_and_a_request_carry_the_vector_key_for_their_own_id() -> None:
+    vector_key = os.urandom(32)
+    ring = KeyRing([KEY.private_key])
+    query = SealedQuery.from_json(
+        seal_query("q", public_key=KEY.public_key, tenant="acme", vector_key=vector_key).as_json()
+    )
+    request = WrappedVectorKey.from_json(
+        wrap_vector_key_for(vector_key, public_key=KEY.public_key, tenant="acme").as_json()
+    )
+
+    assert query.wrapped_vector_key is not None
+    for wrapped, bound_to in [
+        (query.wrapped_vector_key, query.query_id),
+        (request.wrapped_key, request.request_id),
+    ]:
+        assert bytes(ring.unwrap_vector_key(wrapped, tenant="acme", job_id=bound_to)) == vector_key
+    with pytest.raises(errors.DecryptionFailed):
+        ring.unwrap_vector_key(request.wrapped_key, tenant="acme", job_id=query.query_id)
+
+
+def test_a_vector_key_file_is_private_and_reads_back_as_32_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "acme.vector-key"
+    new_vector_key_file(path)
+
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert len(read_vector_key(path)) == 32
+    with pytest.raises(errors.InvalidParameterValue):
+        new_vector_key_file(path)  # never overwrites a key
+    path.write_text("AAAA\n")
+    with pytest.raises(errors.InvalidParameterValue):
+        read_vector_key(path)

@@ -23,6 +23,7 @@ from vaultq.privacy import (
     wiping,
     wrap_data_key,
 )
+from vaultq.privacy.keys import wrap_vector_key
 
 TENANT = "acme"
 JOB_ID = "job-a"
@@ -431,3 +432,25 @@ def test_wiping_clears_the_buffer_even_when_the_block_fails(worker, ring):
         raise RuntimeError("handler failed")
 
     assert data_key == bytearray(32)
+
+
+def test_a_vector_key_opens_only_as_a_vector_key_for_its_tenant_and_job():
+    worker = generate_worker_key()
+    ring = KeyRing([worker.private_key])
+    vector_key = os.urandom(32)
+    wrapped = wrap_vector_key(
+        vector_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+    as_data_key = wrap_data_key(
+        vector_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+
+    assert bytes(ring.unwrap_vector_key(wrapped, tenant=TENANT, job_id=JOB_ID)) == vector_key
+    for tenant, job_id in [("rival", JOB_ID), (TENANT, "job-b")]:
+        with pytest.raises(DecryptionFailed):
+            ring.unwrap_vector_key(wrapped, tenant=tenant, job_id=job_id)
+    # Neither kind of wrapped key opens as the other, even for the same tenant and job.
+    with pytest.raises(DecryptionFailed):
+        ring.unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)
+    with pytest.raises(DecryptionFailed):
+        ring.unwrap_vector_key(as_data_key, tenant=TENANT, job_id=JOB_ID)

@@ -31,7 +31,7 @@ from vaultq import wiring
 from vaultq.bench.runtime import _stop, _tree_rss_bytes
 from vaultq.client import upload_messages
 from vaultq.embeddings import LocalSentenceModel
-from vaultq.privacy.keys import generate_worker_key
+from vaultq.privacy.keys import VECTOR_KEY_BYTES, generate_worker_key
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.vectors.embedded import EmbeddedVectors
 
@@ -208,6 +208,7 @@ def _pipeline(
     db = directory / "vaultq.db"
     url = f"sqlite:///{db}"
     key = generate_worker_key()
+    tenant_key = os.urandom(VECTOR_KEY_BYTES)  # the bench tenant's vector key, client side
     per_worker = app.handlers[HANDLER].mapping.max_concurrency
     handler_processes = workers * per_worker
     threads = max(1, len(os.sched_getaffinity(0)) // handler_processes)
@@ -250,6 +251,7 @@ def _pipeline(
                     public_key=key.public_key,
                     key_id=key.key_id,
                     tenant=TENANT,
+                    vector_key=tenant_key,
                 )
                 uploaded += 1
             else:

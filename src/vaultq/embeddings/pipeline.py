@@ -8,22 +8,28 @@ plain (``indexed`` ones), upsert (idempotent per ``(tenant, message_id)``), save
 progress. The data key, the opened texts and the vectors are overwritten when a batch or the
 job ends, also when it fails; the limits of that are ``vaultq.privacy.zeroise``'s.
 
-Sealed vectors (an interim choice, until DESIGN.md's tenant vector keys exist): each
-tenant's vector key is derived on the worker side, HKDF-SHA256 over a worker-held secret
-with ``info = vaultq/v1|vectors|<tenant>``, 64 bytes: an AES-256-GCM key, then a nonce key.
-A sealed vector is the envelope's version-1 format (``0x01 | nonce | ciphertext | tag``, AAD
-``vaultq/v1|tenant|message_id``) over the float32 little-endian bytes, so
-``vaultq.privacy.envelope.open_sealed`` opens it. The nonce is HMAC-SHA256(nonce key,
-AAD and vector) cut to 12 bytes (a synthetic IV): sealing the same vector for the same
-message again gives the same bytes, so reprocessing an upload changes no row, and equal
-ciphertexts reveal only that a message's vector did not change. Whoever holds the secret
-reads every tenant's vectors: it must be kept like the worker keys.
+Sealed vectors: each tenant has a vector key, 32 random bytes its client keeps
+(``vaultq keys vector``); every job that needs it carries it wrapped to the worker fleet for
+that tenant and job (or query) id only (``vaultq.privacy.keys.wrap_vector_key``). The
+worker unwraps it into a buffer, derives HKDF-SHA256 with
+``info = vaultq/v1|vectors|<tenant>``, 64 bytes: an AES-256-GCM key, then a nonce key, and
+wipes every buffer when the job ends. A sealed vector is the envelope's version-1 format
+(``0x01 | nonce | ciphertext | tag``, AAD ``vaultq/v1|tenant|message_id``) over the
+float32 little-endian bytes, so ``vaultq.privacy.envelope.open_sealed`` opens it.
+The nonce is HMAC-SHA256(nonce key, AAD and vector) cut to 12 bytes (a synthetic IV):
+sealing the same vector for the same message again gives the same bytes, so reprocessing
+an upload changes no row, and equal ciphertexts reveal only that a message's vector did not
+change. The worker holds no vector key between jobs; a sealed collection's job without a
+wrapped vector key is refused (``InvalidUpload``), and one whose key was wrapped for
+another tenant or job fails to unwrap (``DecryptionFailed``). A search with another vector
+key than the one that sealed the tenant's vectors fails with ``DecryptionFailed``.
 
 ``regenerate`` re-embeds a tenant's named messages from the upload objects under
 ``jobs/<tenant>/`` (the bucket is the index: no other copy of which upload holds which
-message exists), and ``search_query`` answers a ``SealedQuery``: the query's data key is
-unwrapped for that tenant and query only, the text opened and embedded in memory, the
-tenant's vectors opened with its vector key and ranked, and every key and buffer wiped.
+message exists) with the request's own wrapped vector key, and ``search_query`` answers a
+``SealedQuery``: the query's data key and vector key are unwrapped for that tenant and
+query only, the text opened and embedded in memory, the tenant's vectors opened with its
+vector key and ranked, and every key and buffer wiped.
 
 Stored in clear: the tenant, message ids, the collection and ``{"model": <name>}`` metadata.
 """
@@ -51,6 +57,7 @@ from vaultq.client import (
     SealedMessage,
     SealedQuery,
     SealedUpload,
+    WrappedVectorKey,
 )
 from vaultq.privacy.envelope import (
     DATA_KEY_BYTES,
@@ -77,12 +84,11 @@ if TYPE_CHECKING:
 
     from vaultq.blobs.protocol import BlobStore, ObjectInfo
     from vaultq.embeddings.protocol import EmbeddingProvider
-    from vaultq.privacy.keys import KeyRing
+    from vaultq.privacy.keys import KeyRing, WrappedKey
     from vaultq.runtime.jobs import JobHandle
     from vaultq.vectors.protocol import Collection, VectorStore
 
 __all__ = [
-    "MIN_VECTOR_SECRET_BYTES",
     "EmbeddingServices",
     "MessageResult",
     "Regenerated",
@@ -100,7 +106,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MIN_VECTOR_SECRET_BYTES = 32
 _VECTOR_INFO_PREFIX = b"vaultq/v1|vectors|"
 _FLOAT32 = np.dtype("<f4")
 
@@ -115,8 +120,6 @@ class EmbeddingServices:
     vectors: VectorStore
     #: An existing collection of ``provider.dimension`` dimensions.
     collection: str
-    #: The worker-held secret that tenant vector keys derive from; sealed collections only.
-    vector_secret: bytes | None = None
     #: Messages opened and embedded together (the model's batch size is a good choice).
     batch_size: int = 64
     #: Where upload objects live, for ``regenerate``.
@@ -125,10 +128,6 @@ class EmbeddingServices:
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= MAX_BATCH:
             raise errors.InvalidSettings(f"batch_size must be 1..{MAX_BATCH}")
-        if self.vector_secret is not None and len(self.vector_secret) < MIN_VECTOR_SECRET_BYTES:
-            raise errors.InvalidSettings(
-                f"a vector secret has at least {MIN_VECTOR_SECRET_BYTES} bytes"
-            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,16 +160,14 @@ class VectorKey:
         wipe(self.nonce_key)
 
 
-def vector_key(secret: bytes | bytearray, *, tenant: str) -> VectorKey:
-    """Derive ``tenant``'s vector key from the worker-held ``secret`` (see the module doc)."""
-    if len(secret) < MIN_VECTOR_SECRET_BYTES:
-        raise errors.InvalidSettings(
-            f"a vector secret has at least {MIN_VECTOR_SECRET_BYTES} bytes"
-        )
+def vector_key(tenant_key: bytes | bytearray, *, tenant: str) -> VectorKey:
+    """The two keys that seal ``tenant``'s vectors, derived from its 32-byte vector key."""
+    if len(tenant_key) != DATA_KEY_BYTES:
+        raise errors.InvalidParameterValue(f"a vector key is {DATA_KEY_BYTES} bytes")
     info = _VECTOR_INFO_PREFIX + validate_id("tenant", tenant).encode()
     # HKDF returns immutable bytes: the two copies below are the ones vaultq can wipe.
     derived = HKDF(algorithm=hashes.SHA256(), length=2 * DATA_KEY_BYTES, salt=None, info=info)
-    material = derived.derive(bytes(secret))
+    material = derived.derive(bytes(tenant_key))
     return VectorKey(
         tenant,
         bytearray(material[:DATA_KEY_BYTES]),
@@ -264,7 +261,12 @@ def embed_upload(
     ``failure_reason``) without having stored anything for the failing batch; earlier
     batches stay stored (upserts are idempotent, so a retry simply does them again)."""
     progress = _Progress(job, total=len(upload.messages))
-    results = _embed_messages(services, upload, upload.messages, progress=progress, clock=clock)
+    collection = services.vectors.collection(services.collection)
+    wrapped = upload.wrapped_vector_key
+    with _vector_key_for(services, collection, upload.tenant, wrapped, upload.job_id) as vkey:
+        results = _embed_messages(
+            services, upload, upload.messages, vkey=vkey, progress=progress, clock=clock
+        )
     return [result.as_dict() for result in results]
 
 
@@ -282,23 +284,31 @@ def regenerate(
     *,
     tenant: str,
     message_ids: Sequence[str],
+    vector_key: WrappedVectorKey | None,
     job: JobHandle | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Regenerated:
     """Embed ``tenant``'s already uploaded ``message_ids`` again, from the tenant's upload
     objects (``jobs/<tenant>/``, newest first: a message uploaded twice is taken from its
-    latest upload). Only that prefix is read, so another tenant's ids are simply unknown;
-    an object there that is not a valid upload of the tenant is skipped."""
+    latest upload), sealing with the request's ``vector_key`` (sealed collections). Only
+    that prefix is read, so another tenant's ids are simply unknown; an object there that
+    is not a valid upload of the tenant is skipped."""
     wanted = set(message_ids)
     progress = _Progress(job, total=len(wanted))
     results: list[MessageResult] = []
-    for upload in _tenant_uploads(services, tenant):
-        chosen = tuple(message for message in upload.messages if message.message_id in wanted)
-        if chosen:
-            results += _embed_messages(services, upload, chosen, progress=progress, clock=clock)
-            wanted -= {message.message_id for message in chosen}
-        if not wanted:
-            break
+    wrapped = None if vector_key is None else vector_key.wrapped_key
+    bound_to = "" if vector_key is None else vector_key.request_id
+    collection = services.vectors.collection(services.collection)
+    with _vector_key_for(services, collection, tenant, wrapped, bound_to) as vkey:
+        for upload in _tenant_uploads(services, tenant):
+            chosen = tuple(m for m in upload.messages if m.message_id in wanted)
+            if chosen:
+                results += _embed_messages(
+                    services, upload, chosen, vkey=vkey, progress=progress, clock=clock
+                )
+                wanted -= {message.message_id for message in chosen}
+            if not wanted:
+                break
     return Regenerated(
         results=[result.as_dict() for result in results],
         unknown_message_ids=[message_id for message_id in message_ids if message_id in wanted],
@@ -320,7 +330,9 @@ def search_query(
     with wiping(opened):
         vector = services.provider.embed([_text(opened)])[0]
     try:
-        with _vector_key_for(services, collection, tenant) as vkey:
+        with _vector_key_for(
+            services, collection, tenant, query.wrapped_vector_key, query.query_id
+        ) as vkey:
             if vkey is None:
                 hits = services.vectors.search(
                     collection.name, tenant=tenant, query_vector=vector.tolist(), k=k
@@ -356,6 +368,7 @@ def _embed_messages(
     upload: SealedUpload,
     messages: Sequence[SealedMessage],
     *,
+    vkey: VectorKey | None,
     progress: _Progress,
     clock: Callable[[], float],
 ) -> list[MessageResult]:
@@ -364,10 +377,7 @@ def _embed_messages(
     unwrapped = services.key_ring.unwrap(
         upload.wrapped_key, tenant=upload.tenant, job_id=upload.job_id
     )
-    with (
-        wiping(unwrapped) as data_key,
-        _vector_key_for(services, collection, upload.tenant) as vkey,
-    ):
+    with wiping(unwrapped) as data_key:
         for start in range(0, len(messages), services.batch_size):
             batch = messages[start : start + services.batch_size]
             results += _process_batch(
@@ -434,14 +444,22 @@ def records_of(sqs_record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @contextmanager
 def _vector_key_for(
-    services: EmbeddingServices, collection: Collection, tenant: str
+    services: EmbeddingServices,
+    collection: Collection,
+    tenant: str,
+    wrapped: WrappedKey | None,
+    bound_to: str,
 ) -> Iterator[VectorKey | None]:
+    """The tenant's vector key, unwrapped for ``bound_to`` (a job or query id), derived and
+    wiped on exit; None for an indexed collection, which stores vectors in clear."""
     if collection.mode is not Mode.SEALED:
         yield None
         return
-    if services.vector_secret is None:
-        raise errors.InvalidSettings(f"sealed collection {collection.name} needs a vector secret")
-    key = vector_key(services.vector_secret, tenant=tenant)
+    if wrapped is None:
+        raise InvalidUpload(f"sealed collection {collection.name} needs a wrapped vector key")
+    unwrapped = services.key_ring.unwrap_vector_key(wrapped, tenant=tenant, job_id=bound_to)
+    with wiping(unwrapped) as tenant_key:
+        key = vector_key(tenant_key, tenant=tenant)
     try:
         yield key
     finally:

@@ -7,7 +7,9 @@ A worker holds the fleet's private keys in a ``KeyRing`` and unwraps.
 HPKE is RFC 9180 base mode, suite DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, as
 implemented by ``cryptography.hazmat.primitives.hpke``. Its ``info`` is
 ``vaultq/v1|<tenant>|<job_id>``, so a key wrapped for one job opens for no other job or
-tenant.
+tenant. A tenant's vector key (32 random bytes its client keeps) travels the same way, for
+one job or query id, with ``info = vaultq/v1|vector-key|<tenant>|<id>``: one more
+separator than a data key's info (ids cannot hold ``|``), so neither opens as the other.
 
 Worker keys: a key id is the first 8 bytes of SHA-256 over the raw 32-byte public key, in
 hex, so a sender needs only the public key. A key ring is written as base64 (standard
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEYS_ENV_VARIABLE",
+    "VECTOR_KEY_BYTES",
     "KeyRing",
     "WorkerKey",
     "WrappedKey",
@@ -51,11 +54,14 @@ __all__ = [
     "key_id_for",
     "new_data_key",
     "wrap_data_key",
+    "wrap_vector_key",
 ]
 
 KEYS_ENV_VARIABLE = "VAULTQ_WORKER_KEYS"
 WRAPPED_FORMAT_VERSION = 1
 _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_256_GCM)
+VECTOR_KEY_BYTES = DATA_KEY_BYTES
+_VECTOR_KEY_CONTEXT = b"vaultq/v1|vector-key|"
 _ENC_BYTES = 32
 _WRAPPED_CIPHERTEXT_BYTES = DATA_KEY_BYTES + 16
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -126,14 +132,29 @@ def wrap_data_key(
     data_key: bytes | bytearray, *, public_key: bytes, tenant: str, job_id: str
 ) -> WrappedKey:
     """Encrypt ``data_key`` to a worker public key (raw 32 bytes) for one job of one tenant."""
-    if len(data_key) != DATA_KEY_BYTES:
-        raise InvalidParameterValue(f"a data key is {DATA_KEY_BYTES} bytes")
-    info = bound_context(tenant=tenant, object_id=job_id)
+    return _wrap(data_key, public_key, bound_context(tenant=tenant, object_id=job_id))
+
+
+def wrap_vector_key(
+    vector_key: bytes | bytearray, *, public_key: bytes, tenant: str, job_id: str
+) -> WrappedKey:
+    """Encrypt a tenant's vector key to a worker public key for one job (or query) id."""
+    return _wrap(vector_key, public_key, _vector_key_info(tenant, job_id))
+
+
+def _vector_key_info(tenant: str, job_id: str) -> bytes:
+    bound = bound_context(tenant=tenant, object_id=job_id)
+    return _VECTOR_KEY_CONTEXT + bound.split(b"|", 1)[1]
+
+
+def _wrap(key: bytes | bytearray, public_key: bytes, info: bytes) -> WrappedKey:
+    if len(key) != DATA_KEY_BYTES:
+        raise InvalidParameterValue(f"a data or vector key is {DATA_KEY_BYTES} bytes")
     try:
         recipient = X25519PublicKey.from_public_bytes(public_key)
     except ValueError:
         raise InvalidParameterValue("a worker public key is 32 raw X25519 bytes") from None
-    sealed = _SUITE.encrypt(data_key, recipient, info=info)
+    sealed = _SUITE.encrypt(key, recipient, info=info)
     return WrappedKey(
         key_id=key_id_for(public_key), enc=sealed[:_ENC_BYTES], ciphertext=sealed[_ENC_BYTES:]
     )
@@ -183,21 +204,28 @@ class KeyRing:
 
     def unwrap(self, wrapped: WrappedKey, *, tenant: str, job_id: str) -> bytearray:
         """Decrypt the data key of one job into a buffer the caller wipes after use."""
-        info = bound_context(tenant=tenant, object_id=job_id)
+        return self._open(wrapped, bound_context(tenant=tenant, object_id=job_id))
+
+    def unwrap_vector_key(self, wrapped: WrappedKey, *, tenant: str, job_id: str) -> bytearray:
+        """Decrypt a tenant's vector key wrapped for one job (or query) id into a buffer the
+        caller wipes after use."""
+        return self._open(wrapped, _vector_key_info(tenant, job_id))
+
+    def _open(self, wrapped: WrappedKey, info: bytes) -> bytearray:
         private = self._keys.get(wrapped.key_id)
         if private is None:
             raise UnknownKeyId(f"no worker key with id {wrapped.key_id} is loaded")
         try:
             # HPKE returns immutable bytes; the copy below is the one vaultq can wipe.
-            data_key = bytearray(_SUITE.decrypt(wrapped.enc + wrapped.ciphertext, private, info))
+            key = bytearray(_SUITE.decrypt(wrapped.enc + wrapped.ciphertext, private, info))
         except (InvalidTag, ValueError):
             raise DecryptionFailed(
                 "wrapped key does not authenticate: wrong tenant or job id, or changed"
             ) from None
-        if len(data_key) != DATA_KEY_BYTES:
-            wipe(data_key)
-            raise DecryptionFailed("wrapped key does not hold a 32-byte data key")
-        return data_key
+        if len(key) != DATA_KEY_BYTES:
+            wipe(key)
+            raise DecryptionFailed("wrapped key does not hold a 32-byte key")
+        return key
 
 
 def _decode_entry(number: int, entry: str) -> bytes:
