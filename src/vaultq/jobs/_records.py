@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import re
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from vaultq import errors
 from vaultq.jobs.protocol import (
     MAX_ITEM_BYTES,
     TRANSITIONS,
+    Checkpoint,
     Job,
     JobKey,
     JobPage,
@@ -45,6 +47,54 @@ if TYPE_CHECKING:
 _CURSOR_VERSION = 1
 _CURSOR = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _MAC_BYTES = 16
+
+
+class ChangeWrites(ABC):
+    """The ``JobStore`` writes that are one shared change (below) applied by the store's own
+    read-modify-write ``_update``: every backend changes a job the same way."""
+
+    @abstractmethod
+    def get(self, key: JobKey) -> Job | None: ...
+
+    @abstractmethod
+    def _update(self, key: JobKey, change: Change) -> Job: ...
+
+    def transition(self, key: JobKey, *, to: JobStatus, expected: JobStatus | None = None) -> Job:
+        return self._update(key, transition(to=to, expected=expected))
+
+    def complete_stage(
+        self,
+        key: JobKey,
+        stage: str,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+        progress: float | None = None,
+    ) -> Job:
+        return self._update(key, complete_stage(stage, checkpoint=checkpoint, progress=progress))
+
+    def save_progress(
+        self,
+        key: JobKey,
+        progress: float,
+        *,
+        stage: str | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
+    ) -> Job:
+        return self._update(key, save_progress(progress, stage=stage, checkpoint=checkpoint))
+
+    def last_checkpoint(self, key: JobKey) -> Checkpoint | None:
+        job = self.get(key)
+        if job is None:
+            raise errors.JobNotFound(f"no job {key}")
+        return job.last_checkpoint
+
+    def set_result(
+        self, key: JobKey, result: Mapping[str, Any], *, output_files: Sequence[str] = ()
+    ) -> Job:
+        return self._update(key, succeed(result, output_files=output_files))
+
+    def fail(self, key: JobKey, error: str, *, to: JobStatus = JobStatus.FAILED) -> Job:
+        return self._update(key, fail(error, to=to))
 
 
 def new_job(

@@ -40,7 +40,6 @@ from vaultq.jobs import _records as records
 from vaultq.jobs.protocol import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TTL_SECONDS,
-    Checkpoint,
     Job,
     JobKey,
     JobPage,
@@ -72,7 +71,7 @@ _MAX_RACES = 20
 _MAX_MS = 2**63 - 1
 
 
-class DynamoJobs:
+class DynamoJobs(records.ChangeWrites):
     """``JobStore`` on a DynamoDB table. ``clock`` returns seconds since the epoch.
 
     The table is not created on open (workers need no ``CreateTable`` permission): call
@@ -136,45 +135,6 @@ class DynamoJobs:
         if item is None or not _is_live(item, self._now_ms()):
             return None
         return _job(item)
-
-    def transition(self, key: JobKey, *, to: JobStatus, expected: JobStatus | None = None) -> Job:
-        return self._update(key, records.transition(to=to, expected=expected))
-
-    def complete_stage(
-        self,
-        key: JobKey,
-        stage: str,
-        *,
-        checkpoint: Mapping[str, Any] | None = None,
-        progress: float | None = None,
-    ) -> Job:
-        change = records.complete_stage(stage, checkpoint=checkpoint, progress=progress)
-        return self._update(key, change)
-
-    def save_progress(
-        self,
-        key: JobKey,
-        progress: float,
-        *,
-        stage: str | None = None,
-        checkpoint: Mapping[str, Any] | None = None,
-    ) -> Job:
-        change = records.save_progress(progress, stage=stage, checkpoint=checkpoint)
-        return self._update(key, change)
-
-    def last_checkpoint(self, key: JobKey) -> Checkpoint | None:
-        job = self.get(key)
-        if job is None:
-            raise errors.JobNotFound(f"no job {key}")
-        return job.last_checkpoint
-
-    def set_result(
-        self, key: JobKey, result: Mapping[str, Any], *, output_files: Sequence[str] = ()
-    ) -> Job:
-        return self._update(key, records.succeed(result, output_files=output_files))
-
-    def fail(self, key: JobKey, error: str, *, to: JobStatus = JobStatus.FAILED) -> Job:
-        return self._update(key, records.fail(error, to=to))
 
     def _update(self, key: JobKey, change: Change) -> Job:
         pk = str(require_key(key))

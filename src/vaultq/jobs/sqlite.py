@@ -31,7 +31,6 @@ from vaultq.jobs import _records as records
 from vaultq.jobs.protocol import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TTL_SECONDS,
-    Checkpoint,
     Job,
     JobKey,
     JobPage,
@@ -57,7 +56,7 @@ _SWEEP_BATCH = 500
 _START = (2**63 - 1, "")
 
 
-class SqliteJobs:
+class SqliteJobs(records.ChangeWrites):
     """``JobStore`` on a SQLite file. ``clock`` returns seconds since the epoch."""
 
     def __init__(
@@ -115,45 +114,6 @@ class SqliteJobs:
         with self._read() as conn:
             row = conn.execute(_SQL["get_job"], {"pk": pk, "now": self._now_ms()}).fetchone()
         return None if row is None else _job(row)
-
-    def transition(self, key: JobKey, *, to: JobStatus, expected: JobStatus | None = None) -> Job:
-        return self._update(key, records.transition(to=to, expected=expected))
-
-    def complete_stage(
-        self,
-        key: JobKey,
-        stage: str,
-        *,
-        checkpoint: Mapping[str, Any] | None = None,
-        progress: float | None = None,
-    ) -> Job:
-        change = records.complete_stage(stage, checkpoint=checkpoint, progress=progress)
-        return self._update(key, change)
-
-    def save_progress(
-        self,
-        key: JobKey,
-        progress: float,
-        *,
-        stage: str | None = None,
-        checkpoint: Mapping[str, Any] | None = None,
-    ) -> Job:
-        change = records.save_progress(progress, stage=stage, checkpoint=checkpoint)
-        return self._update(key, change)
-
-    def last_checkpoint(self, key: JobKey) -> Checkpoint | None:
-        job = self.get(key)
-        if job is None:
-            raise errors.JobNotFound(f"no job {key}")
-        return job.last_checkpoint
-
-    def set_result(
-        self, key: JobKey, result: Mapping[str, Any], *, output_files: Sequence[str] = ()
-    ) -> Job:
-        return self._update(key, records.succeed(result, output_files=output_files))
-
-    def fail(self, key: JobKey, error: str, *, to: JobStatus = JobStatus.FAILED) -> Job:
-        return self._update(key, records.fail(error, to=to))
 
     def _update(self, key: JobKey, change: Change) -> Job:
         pk = str(require_key(key))
