@@ -183,10 +183,13 @@ class MappingPoller:
     def settle(self, batch: list[ReceivedMessage], result: InvocationResult) -> Settlement:
         failures = self._failures(batch, result)
         settlement = Settlement(deleted=[m for m in batch if m.message_id not in failures])
-        self._delete(settlement.deleted)
+        # Each job moves before its message does: a crash in between then leaves a message
+        # that finds its job finished (deleted without running) or queued (run again), never
+        # a job marked processing whose message is gone; and no other poller can receive a
+        # retried message while its job still says processing.
         self._jobs.succeeded(settlement.deleted)
+        self._delete(settlement.deleted)
         self._give_back_failed(batch, failures, settlement)
-        self._jobs.retrying(settlement.retried)
         log.info(
             "%s: batch of %d, %d deleted, %d retried, %d dead-lettered in %.3f s",
             self.spec.name,
@@ -266,6 +269,7 @@ class MappingPoller:
                 )
             )
             settlement.retried.append(message)
+        self._jobs.retrying(settlement.retried)
         for start in range(0, len(retry), MAX_BATCH_ENTRIES):
             self._queues.change_visibility_batch(
                 self.spec.mapping.queue, retry[start : start + MAX_BATCH_ENTRIES]
