@@ -4,6 +4,7 @@ table, all on moto."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
@@ -58,6 +59,17 @@ class Deployment:
     def messages(self) -> list[Any]:
         received = self.queues.receive(self.queue, max_messages=10, wait_seconds=0)
         return list(received)
+
+
+@pytest.fixture(autouse=True)
+def event_loop_of_the_environment() -> Iterator[None]:
+    """Lambda keeps one event loop per execution environment and Mangum reuses the thread's;
+    here each test gets its own, closed after it (an abandoned loop leaks its sockets)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture
