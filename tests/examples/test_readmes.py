@@ -4,6 +4,8 @@ run in bash, each documented answer checked (the convention: tests/examples/read
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import sys
@@ -14,6 +16,7 @@ import pytest
 from tests.api.conftest import ROOT, SECRET, start_server
 from tests.examples.readme_sessions import Mismatch, Session, match_answer, steps
 from tests.examples.test_drawing_jobs import DRAWING, SPEC
+from vaultq.privacy.keys import generate_worker_key
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 # The files a README's reader brings, by example; everything else comes from the repository.
 INPUTS = {"drawing_jobs": {"plan.pdf": DRAWING, "spec.txt": SPEC}}
 EXAMPLES = sorted(readme.parent.name for readme in ROOT.glob("examples/*/README.md"))
+# Examples whose app opens sealed data with the workers' key pair, and runs the bundled model.
+PRIVATE = {"private_embeddings"}
 _START = re.compile(r"(?:vaultq up|scripts/start) (examples\.\S+:\w+)")
 
 
@@ -37,7 +42,22 @@ def reader_directory(directory: Path, inputs: dict[str, bytes]) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("example", EXAMPLES)
+def worker_key_pair() -> tuple[dict[str, bytes], dict[str, str]]:
+    """The files ``vaultq keys generate worker.key > worker.json`` makes, and the server
+    environment the README starts the app with."""
+    key = generate_worker_key()
+    private, public = (
+        base64.b64encode(part).decode() for part in (key.private_key, key.public_key)
+    )
+    described = {"key_id": key.key_id, "public_key": public}
+    files = {"worker.key": f"{private}\n".encode(), "worker.json": json.dumps(described).encode()}
+    return files, {"VAULTQ_WORKER_KEYS": private, "VAULTQ_WORKER_PUBLIC_KEY": public}
+
+
+@pytest.mark.parametrize(
+    "example",
+    [pytest.param(name, marks=pytest.mark.model if name in PRIVATE else ()) for name in EXAMPLES],
+)
 def test_readme_session_runs_as_documented(example: str, tmp_path: Path) -> None:
     readme = (ROOT / "examples" / example / "README.md").read_text()
     documented_apps = set(_START.findall(readme))
@@ -45,10 +65,11 @@ def test_readme_session_runs_as_documented(example: str, tmp_path: Path) -> None
     session_steps = steps(readme)
     data = tmp_path / "data"
     data.mkdir()
-    server = start_server(data, app=documented_apps.pop())
+    inputs, server_environment = worker_key_pair() if example in PRIVATE else ({}, {})
+    server = start_server(data, app=documented_apps.pop(), **server_environment)
     try:
         session = Session(
-            directory=reader_directory(tmp_path / "reader", INPUTS.get(example, {})),
+            directory=reader_directory(tmp_path / "reader", {**INPUTS.get(example, {}), **inputs}),
             environment={
                 **os.environ,
                 # What `vaultq token` needs to mint tokens the server accepts.
