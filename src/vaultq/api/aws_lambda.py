@@ -32,7 +32,6 @@ from vaultq.api.app import create_api
 from vaultq.api.auth import AuthSettings, TokenVerifier
 from vaultq.api.services import ApiServices, ApiSettings, deliver
 from vaultq.app import load_app
-from vaultq.runtime.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from vaultq.outbox.protocol import Outbox, PendingSend
@@ -109,6 +108,7 @@ def lambda_services(app_path: str) -> ApiServices:
     _aws_url(settings)
     app = load_app(app_path)
     queues = wiring.open_queues(settings.url)
+    api_settings = ApiSettings.from_settings(settings)
     services = ApiServices(
         app=app,
         queues=queues,
@@ -116,30 +116,12 @@ def lambda_services(app_path: str) -> ApiServices:
         outbox=wiring.open_outbox(settings.url),
         blobs=wiring.open_blobs(settings.url) if app.buckets else None,
         idempotency=wiring.open_idempotency_store(settings.url),
-        limiter=wiring.open_rate_limiter(
-            settings.url,
-            default=TokenBucket(
-                rate_per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
-            ),
-        ),
+        limiter=wiring.open_rate_limiter(settings.url, default=api_settings.request_bucket),
         verifier=TokenVerifier(AuthSettings.from_env()),
-        settings=api_settings(settings),
+        settings=api_settings,
     )
     log.info("API services ready in %.0f ms", (time.monotonic() - started) * 1000)
     return services
-
-
-def api_settings(settings: Settings) -> ApiSettings:
-    return ApiSettings(
-        queue_enabled=settings.queue_enabled,
-        max_request_bytes=settings.max_request_bytes,
-        max_blob_bytes=settings.max_blob_bytes,
-        download_url_seconds=settings.download_url_seconds,
-        rate_limit_per_second=settings.rate_limit_per_second,
-        rate_limit_burst=settings.rate_limit_burst,
-        cors_origins=settings.cors_origins,
-        operator_tenant=settings.operator_tenant,
-    )
 
 
 def _aws_url(settings: Settings) -> str:

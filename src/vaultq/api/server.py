@@ -19,7 +19,6 @@ from vaultq.app import load_app
 from vaultq.observe.alarm_evaluator import AlarmEvaluator
 from vaultq.observe.alarms import Webhook
 from vaultq.observe.metrics import CONTENT_TYPE, VaultqCollector, new_registry, render
-from vaultq.runtime.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,17 +64,12 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
         )
     )
     alarms = wiring.open_alarms(settings.url)
+    api_settings = ApiSettings.from_settings(settings)
     return ApiServices(
         app=app,
         queues=queues,
         jobs=jobs,
-        limiter=wiring.open_rate_limiter(
-            settings.url,
-            default=TokenBucket(
-                rate_per_second=settings.rate_limit_per_second,
-                burst=settings.rate_limit_burst,
-            ),
-        ),
+        limiter=wiring.open_rate_limiter(settings.url, default=api_settings.request_bucket),
         metrics_store=metrics_store,
         metrics=lambda: (render(registry), CONTENT_TYPE),
         alarms=alarms,
@@ -84,16 +78,7 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
         blobs=blobs,
         idempotency=wiring.open_idempotency_store(settings.url),
         verifier=TokenVerifier(auth),
-        settings=ApiSettings(
-            queue_enabled=settings.queue_enabled,
-            max_request_bytes=settings.max_request_bytes,
-            max_blob_bytes=settings.max_blob_bytes,
-            download_url_seconds=settings.download_url_seconds,
-            rate_limit_per_second=settings.rate_limit_per_second,
-            rate_limit_burst=settings.rate_limit_burst,
-            cors_origins=settings.cors_origins,
-            operator_tenant=settings.operator_tenant,
-        ),
+        settings=api_settings,
     )
 
 

@@ -12,6 +12,7 @@ from fastapi import Request
 
 from vaultq import errors
 from vaultq.queues.protocol import MessageAttribute, OutgoingMessage
+from vaultq.runtime.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from vaultq.outbox.protocol import Outbox, PendingSend
     from vaultq.queues.protocol import QueueBackend
     from vaultq.runtime.rate_limit import RateLimiter
+    from vaultq.settings import Settings
 
 log = logging.getLogger(__name__)
 _PUMP_INTERVAL_SECONDS = 1.0
@@ -44,6 +46,24 @@ class ApiSettings:
     rate_limit_burst: int = 100
     cors_origins: tuple[str, ...] = ()
     operator_tenant: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiSettings:
+        return cls(
+            queue_enabled=settings.queue_enabled,
+            max_request_bytes=settings.max_request_bytes,
+            max_blob_bytes=settings.max_blob_bytes,
+            download_url_seconds=settings.download_url_seconds,
+            rate_limit_per_second=settings.rate_limit_per_second,
+            rate_limit_burst=settings.rate_limit_burst,
+            cors_origins=settings.cors_origins,
+            operator_tenant=settings.operator_tenant,
+        )
+
+    @property
+    def request_bucket(self) -> TokenBucket:
+        """Each tenant's allowance of requests."""
+        return TokenBucket(rate_per_second=self.rate_limit_per_second, burst=self.rate_limit_burst)
 
 
 @dataclass(slots=True, kw_only=True)
