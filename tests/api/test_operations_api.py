@@ -172,6 +172,84 @@ def test_only_the_operator_tenant_s_admins_may_purge(start: Callable[..., Server
     assert operator.delete("/queues/nope/messages").status_code == 404
 
 
+def test_the_operator_tenant_s_consumers_receive_and_delete_messages(
+    start: Callable[..., Server],
+) -> None:
+    server = start(VAULTQ_OPERATOR_TENANT="ops", workers=0)
+    producer = server.client(token("acme", "producer"))
+    sent = producer.post(
+        "/queues/demo-uploads/messages", json={"body": "work", "attributes": {"n": "1"}}
+    )
+    consumer = server.client(token("ops", "consumer"))
+
+    first = consumer.post("/queues/demo-uploads/messages/receive", json={"max_messages": 10})
+    (message,) = first.json()["messages"]
+    assert message["message_id"] == sent.json()["message_id"]
+    assert message["body"] == "work"
+    assert message["attributes"]["n"] == {"data_type": "String", "value": "1"}
+    assert message["attributes"]["vaultq-tenant"]["value"] == "acme"
+    assert consumer.post("/queues/demo-uploads/messages/receive", json={}).json() == {
+        "messages": []
+    }, "a received message is invisible for its visibility timeout"
+
+    given_back = consumer.post(
+        "/queues/demo-uploads/messages/visibility",
+        json={
+            "entries": [
+                {
+                    "id": "a",
+                    "receipt_handle": message["receipt_handle"],
+                    "visibility_timeout_seconds": 0,
+                }
+            ]
+        },
+    )
+    assert given_back.json() == {"successful": ["a"], "failed": []}
+    (again,) = consumer.post("/queues/demo-uploads/messages/receive", json={}).json()["messages"]
+    assert again["receive_count"] == 2
+
+    deleted = consumer.post(
+        "/queues/demo-uploads/messages/delete",
+        json={
+            "entries": [
+                {"id": "stale", "receipt_handle": message["receipt_handle"]},
+                {"id": "current", "receipt_handle": again["receipt_handle"]},
+            ]
+        },
+    ).json()
+    assert deleted["successful"] == ["current"]
+    assert [(f["id"], f["code"]) for f in deleted["failed"]] == [("stale", "StaleReceiptHandle")]
+    stats = consumer.get("/queues/demo-uploads/stats").json()
+    assert (stats["visible"], stats["in_flight"]) == (0, 0)
+
+
+def test_only_the_operator_tenant_takes_messages_out_of_shared_queues(
+    start: Callable[..., Server],
+) -> None:
+    server = start(VAULTQ_OPERATOR_TENANT="ops", workers=0)
+    server.client(token("acme", "producer")).post(
+        "/queues/demo-uploads/messages", json={"body": "x"}
+    )
+    handle = {"entries": [{"id": "a", "receipt_handle": "h"}]}
+
+    for tenant, role in (
+        ("acme", "producer"),
+        ("acme", "consumer"),
+        ("acme", "admin"),
+        ("ops", "producer"),
+    ):
+        caller = server.client(token(tenant, role))
+        assert caller.post("/queues/demo-uploads/messages/receive", json={}).status_code == 403
+        assert caller.post("/queues/demo-uploads/messages/delete", json=handle).status_code == 403
+    operator = server.client(token("ops", "consumer"))
+    too_many = operator.post("/queues/demo-uploads/messages/receive", json={"max_messages": 11})
+    assert too_many.status_code == 422
+    assert too_many.json()["code"] == "VALIDATION_ERROR"
+    assert operator.post("/queues/nope/messages/receive", json={}).status_code == 404
+    stats = operator.get("/queues/demo-uploads/stats").json()
+    assert stats["visible"] == 1, "refused calls took nothing"
+
+
 def test_cors_allows_only_configured_origins(start: Callable[..., Server]) -> None:
     server = start(VAULTQ_CORS_ORIGINS='["https://app.example"]', workers=0)
     client = server.client()

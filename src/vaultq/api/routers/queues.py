@@ -1,12 +1,16 @@
-"""Messages into the app's queues, queue statistics, and dead letters.
+"""Messages into and out of the app's queues, queue statistics, and dead letters.
 
 Every message sent through the API carries its sender's tenant in the ``vaultq-tenant``
 attribute, set by vaultq (a caller cannot choose it); dead letters are listed and redriven
-only for the caller's tenant.
+only for the caller's tenant. The queues are shared by every tenant, so taking messages out
+(receive, delete, change visibility, purge) is for the operator tenant's own principals
+(``VAULTQ_OPERATOR_TENANT``): the part a Lambda execution role plays on AWS.
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -17,10 +21,13 @@ from vaultq.api.auth import Permission, Principal, require
 from vaultq.api.services import ApiServices, services
 from vaultq.queues.protocol import (
     MAX_BATCH_ENTRIES,
+    BatchEntryError,
+    DeleteEntry,
     MessageAttribute,
     OutgoingMessage,
     ReceivedMessage,
     SendEntry,
+    VisibilityEntry,
 )
 from vaultq.runtime.jobs import RESERVED_ATTRIBUTE_PREFIXES, TENANT_ATTRIBUTE
 
@@ -64,6 +71,70 @@ class BatchFailure(BaseModel):
 
 class BatchSent(BaseModel):
     successful: dict[str, Sent]
+    failed: list[BatchFailure]
+
+
+class ReceiveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_messages: int = Field(default=1, ge=1, le=MAX_BATCH_ENTRIES)
+    #: Long polling, as SQS's ``WaitTimeSeconds``; the queue's own setting when omitted.
+    wait_seconds: int | None = Field(default=None, ge=0, le=20)
+    visibility_timeout_seconds: int | None = Field(default=None, ge=0, le=43_200)
+
+
+class AttributeOut(BaseModel):
+    data_type: str
+    #: Binary values are base64.
+    value: str
+
+
+class ReceivedOut(BaseModel):
+    message_id: str
+    #: Valid until the message is received again.
+    receipt_handle: str
+    body: str
+    md5_of_body: str
+    attributes: dict[str, AttributeOut]
+    receive_count: int
+    sent_at_ms: int
+    group_id: str | None = None
+    sequence_number: str | None = None
+
+
+class Received(BaseModel):
+    messages: list[ReceivedOut]
+
+
+_Handle = Annotated[str, Field(min_length=1, max_length=1024)]
+_EntryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")]
+
+
+class DeleteEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: _EntryId
+    receipt_handle: _Handle
+
+
+class DeleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[DeleteEntryIn] = Field(min_length=1, max_length=MAX_BATCH_ENTRIES)
+
+
+class VisibilityEntryIn(DeleteEntryIn):
+    visibility_timeout_seconds: int = Field(ge=0, le=43_200)
+
+
+class VisibilityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[VisibilityEntryIn] = Field(min_length=1, max_length=MAX_BATCH_ENTRIES)
+
+
+class BatchDone(BaseModel):
+    successful: list[str]
     failed: list[BatchFailure]
 
 
@@ -128,6 +199,64 @@ def send_batch(
     )
 
 
+@router.post("/queues/{queue}/messages/receive", response_model=Received)
+def receive(
+    queue: str,
+    wanted: ReceiveIn,
+    principal: Annotated[Principal, Depends(require(Permission.RECEIVE))],
+    api: Services,
+) -> Received:
+    """Lease up to 10 messages of every tenant (operator tenant only), waiting up to
+    ``wait_seconds`` for the first. Each stays invisible for its visibility timeout."""
+    _check_operator(api, principal, "receiving from")
+    messages = api.queues.receive(
+        _declared(api, queue, dead_letter_queues=True),
+        max_messages=wanted.max_messages,
+        wait_seconds=wanted.wait_seconds,
+        visibility_timeout_seconds=wanted.visibility_timeout_seconds,
+    )
+    return Received(messages=[_received_view(m) for m in messages])
+
+
+@router.post("/queues/{queue}/messages/delete", response_model=BatchDone)
+def delete_messages(
+    queue: str,
+    batch: DeleteIn,
+    principal: Annotated[Principal, Depends(require(Permission.DELETE_MESSAGE))],
+    api: Services,
+) -> BatchDone:
+    """Delete received messages by receipt handle (operator tenant only); each entry succeeds
+    or fails on its own (a handle from an earlier receive fails as ``StaleReceiptHandle``)."""
+    _check_operator(api, principal, "deleting from")
+    entries = [DeleteEntry(id=e.id, receipt_handle=e.receipt_handle) for e in batch.entries]
+    result = api.queues.delete_batch(_declared(api, queue, dead_letter_queues=True), entries)
+    return _batch_done(result.successful, result.failed)
+
+
+@router.post("/queues/{queue}/messages/visibility", response_model=BatchDone)
+def change_visibility(
+    queue: str,
+    batch: VisibilityIn,
+    principal: Annotated[Principal, Depends(require(Permission.RECEIVE))],
+    api: Services,
+) -> BatchDone:
+    """Extend or end received messages' invisibility, counted from now (operator tenant
+    only): 0 gives a message back at once."""
+    _check_operator(api, principal, "changing visibility in")
+    entries = [
+        VisibilityEntry(
+            id=e.id,
+            receipt_handle=e.receipt_handle,
+            visibility_timeout_seconds=e.visibility_timeout_seconds,
+        )
+        for e in batch.entries
+    ]
+    result = api.queues.change_visibility_batch(
+        _declared(api, queue, dead_letter_queues=True), entries
+    )
+    return _batch_done(result.successful, result.failed)
+
+
 @router.get("/queues/{queue}/stats", response_model=QueueStatsView)
 def queue_stats(
     queue: str,
@@ -185,9 +314,14 @@ def purge(
 ) -> Purged:
     """Delete every message of one of the app's queues. Queues are shared by all tenants, so
     only admins of the operator tenant (``VAULTQ_OPERATOR_TENANT``) may; nobody by default."""
-    if api.settings.operator_tenant is None or principal.tenant != api.settings.operator_tenant:
-        raise errors.Forbidden("purging a shared queue is for the operator tenant's admins")
+    _check_operator(api, principal, "purging")
     return Purged(purged=api.queues.purge(_declared(api, queue, dead_letter_queues=True)))
+
+
+def _check_operator(api: ApiServices, principal: Principal, action: str) -> None:
+    """Queues hold every tenant's messages: only the operator tenant may take them out."""
+    if api.settings.operator_tenant is None or principal.tenant != api.settings.operator_tenant:
+        raise errors.Forbidden(f"{action} a shared queue is for the operator tenant only")
 
 
 def _declared(api: ApiServices, queue: str, *, dead_letter_queues: bool = False) -> str:
@@ -255,6 +389,33 @@ def _tenant_dead_letters(
 def _tenant(message: ReceivedMessage) -> str | None:
     attribute = message.attributes.get(TENANT_ATTRIBUTE)
     return None if attribute is None else str(attribute.value)
+
+
+def _received_view(message: ReceivedMessage) -> ReceivedOut:
+    return ReceivedOut(
+        message_id=message.message_id,
+        receipt_handle=message.receipt_handle,
+        body=message.body,
+        md5_of_body=message.md5_of_body,
+        attributes={name: _attribute_view(a) for name, a in message.attributes.items()},
+        receive_count=message.receive_count,
+        sent_at_ms=message.sent_at_ms,
+        group_id=message.group_id,
+        sequence_number=message.sequence_number,
+    )
+
+
+def _attribute_view(attribute: MessageAttribute) -> AttributeOut:
+    value = attribute.value
+    text = base64.b64encode(value).decode() if isinstance(value, bytes) else value
+    return AttributeOut(data_type=attribute.data_type, value=text)
+
+
+def _batch_done(successful: Mapping[str, None], failed: Sequence[BatchEntryError]) -> BatchDone:
+    return BatchDone(
+        successful=sorted(successful),
+        failed=[BatchFailure(id=f.id, code=f.code, message=f.message) for f in failed],
+    )
 
 
 def _dead_view(message: ReceivedMessage) -> DeadLetterView:
