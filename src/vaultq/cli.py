@@ -30,6 +30,7 @@ from vaultq import errors
 from vaultq.app import load_app
 from vaultq.bench import bench_app
 from vaultq.deploy.commands import deploy_app
+from vaultq.privacy.keys import Kem, generate_worker_key, public_key_from_base64
 from vaultq.queues.protocol import (
     MessageAttribute,
     OutgoingMessage,
@@ -624,6 +625,7 @@ def token(
 
 keys_app = typer.Typer(help="Worker and tenant vector keys for private data.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+_PUBLIC_KEY_HELP = "The workers' public key (base64, x25519 or mlkem768-x25519)."
 
 
 @keys_app.command("generate")
@@ -631,12 +633,19 @@ def generate_keys(
     private_key_file: Annotated[
         Path, typer.Argument(help="Where to write the private key (created, mode 0600).")
     ],
+    *,
+    kem: Annotated[
+        Kem,
+        typer.Option(
+            help="The key's HPKE KEM: classic x25519, or the hybrid post-quantum "
+            "mlkem768-x25519 (ML-KEM-768 + X25519)."
+        ),
+    ] = Kem.X25519,
 ) -> None:
-    """Make a worker key pair: the private key goes to a new file (give its contents to the
-    workers as VAULTQ_WORKER_KEYS); the key id and public key are printed as JSON."""
-    from vaultq.privacy.keys import generate_worker_key  # noqa: PLC0415
-
-    key = generate_worker_key()
+    """Make a worker key pair: the private key goes to a new file as `<kem>:<base64>` (add
+    its line to the workers' VAULTQ_WORKER_KEYS, which may hold keys of both KEMs); the key
+    id, KEM and public key are printed as JSON."""
+    key = generate_worker_key(kem=kem)
     try:
         descriptor = os.open(private_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -644,8 +653,14 @@ def generate_keys(
             f"cannot create {private_key_file}: {exc.strerror}"
         ) from None
     with os.fdopen(descriptor, "w") as file:
-        file.write(base64.b64encode(key.private_key).decode() + "\n")
-    _emit_json({"key_id": key.key_id, "public_key": base64.b64encode(key.public_key).decode()})
+        file.write(f"{key.kem}:{base64.b64encode(key.private_key).decode()}\n")
+    _emit_json(
+        {
+            "key_id": key.key_id,
+            "kem": str(key.kem),
+            "public_key": base64.b64encode(key.public_key).decode(),
+        }
+    )
 
 
 @keys_app.command("vector")
@@ -666,7 +681,7 @@ def vector_key(
 def wrap_vector(
     vector_key_file: Annotated[Path, typer.Argument(help="The tenant's vector key file.")],
     *,
-    public_key: Annotated[str, typer.Option(help="The workers' public key (base64).")],
+    public_key: Annotated[str, typer.Option(help=_PUBLIC_KEY_HELP)],
     tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")],
 ) -> None:
     """Print the tenant's vector key wrapped to the workers for one new request id, as the
@@ -676,7 +691,7 @@ def wrap_vector(
 
     with wiping(read_vector_key(vector_key_file)) as tenant_key:
         wrapped = wrap_vector_key_for(
-            tenant_key, public_key=_base64(public_key, "--public-key"), tenant=tenant
+            tenant_key, public_key=public_key_from_base64(public_key), tenant=tenant
         )
     _emit_json(wrapped.as_json())
 
@@ -687,7 +702,7 @@ def embed(
         Path, typer.Argument(help='JSON lines of {"id": ..., "text": ...}; - reads stdin.')
     ],
     *,
-    public_key: Annotated[str, typer.Option(help="The workers' public key (base64).")],
+    public_key: Annotated[str, typer.Option(help=_PUBLIC_KEY_HELP)],
     tenant: Annotated[str, typer.Option(help="The tenant the messages belong to.")],
     vector_key_file: Annotated[
         Path,
@@ -713,6 +728,7 @@ def embed(
         sys.path.insert(0, str(Path.cwd()))
     target = load_app(app_path)
     messages = _read_messages(messages_file)
+    worker_key = public_key_from_base64(public_key)
     with wiping(read_vector_key(vector_key_file)) as tenant_key, _queues(url) as queues:
         blobs = open_blobs(url, notifier=target.notifier(queues))
         jobs = None if client is None else open_jobs(url)
@@ -723,7 +739,7 @@ def embed(
                 messages,
                 bucket=bucket,
                 tenant=tenant,
-                public_key=_base64(public_key, "--public-key"),
+                public_key=worker_key,
                 vector_key=tenant_key,
                 jobs=jobs,
                 client_id=client,
@@ -757,13 +773,6 @@ def _read_messages(path: Path) -> list[tuple[str, str]]:
     if not messages:
         raise errors.InvalidParameterValue("no messages to embed")
     return messages
-
-
-def _base64(value: str, option: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (ValueError, binascii.Error):
-        raise errors.InvalidParameterValue(f"{option} is not base64") from None
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -30,9 +30,15 @@ seals the text, the caller sends a ``WrappedVectorKey`` (``wrap_vector_key_for``
 API seals the query under its ``request_id``: the API never holds a vector key. A generate
 request carries a ``WrappedVectorKey`` too.
 
-What it holds in clear: the tenant, the job id, the worker key id (inside the wrapped key),
-the message ids, how many messages there are and each text's length (a sealed text is 29
-bytes longer than its UTF-8 text). Texts and the data key are never in it in usable form.
+The public key a client is given decides the suite: a 32-byte key is ``x25519``, a
+1,216-byte one the hybrid post-quantum ``mlkem768-x25519`` (``vaultq.privacy.keys``); a
+hybrid wrapped key is about 1.2 KB instead of 82 bytes, so each upload, query and vector key
+grant grows by that much per wrapped key.
+
+What it holds in clear: the tenant, the job id, the worker key id and suite (inside the
+wrapped key), the message ids, how many messages there are and each text's length (a sealed
+text is 29 bytes longer than its UTF-8 text). Texts and the data key are never in it in
+usable form.
 """
 
 from __future__ import annotations
@@ -333,10 +339,11 @@ def seal_messages(
     job_id: str | None = None,
     new_job_id: Callable[[], str] = lambda: uuid.uuid4().hex,
 ) -> SealedUpload:
-    """Seal ``[(message_id, text)]`` under a fresh data key, wrapped to ``public_key`` (raw
-    32-byte X25519) for a new job, with the tenant's ``vector_key`` (needed by sealed
-    collections) wrapped for the same job. ``key_id``, when given, must be the public key's
-    id: a guard against a key id and public key that were copied from different places."""
+    """Seal ``[(message_id, text)]`` under a fresh data key, wrapped to ``public_key`` (a raw
+    worker public key of either suite) for a new job, with the tenant's ``vector_key``
+    (needed by sealed collections) wrapped for the same job. ``key_id``, when given, must be
+    the public key's id: a guard against a key id and public key that were copied from
+    different places."""
     if key_id is not None and key_id != key_id_for(public_key):
         raise errors.InvalidParameterValue("key_id is not the id of this public key")
     job = _check_id("job_id", job_id if job_id is not None else new_job_id())

@@ -3,6 +3,7 @@ worker process."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -12,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from vaultq import errors
 from vaultq.client import WrappedVectorKey, new_vector_key_file, read_vector_key
 from vaultq.jobs import Job, JobKey, JobStatus
 from vaultq.jobs.sqlite import SqliteJobs
-from vaultq.privacy.keys import KeyRing
+from vaultq.privacy.keys import Kem, KeyRing, generate_worker_key, kem_of_public_key
 from vaultq.vectors.embedded import EmbeddedVectors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +39,18 @@ def vaultq(
     )
 
 
-def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kem", list(Kem), ids=str)
+def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path, kem: Kem) -> None:
+    """The fleet rotates to a new key of ``kem``: its ring still holds the previous key (a
+    bare base64 x25519 key, as rings were written before the hybrid suite)."""
     env = {**os.environ, "VAULTQ_URL": f"sqlite:///{tmp_path}/vaultq.db"}
-    generated = vaultq("keys", "generate", str(tmp_path / "worker.key"), env=env)
+    generated = vaultq("keys", "generate", str(tmp_path / "worker.key"), "--kem", kem, env=env)
     assert generated.returncode == 0, generated.stderr
     public = json.loads(generated.stdout)
+    assert (public["kem"], kem_of_public_key(base64.b64decode(public["public_key"]))) == (kem, kem)
+    assert (tmp_path / "worker.key").read_text().startswith(f"{kem}:")
     assert oct((tmp_path / "worker.key").stat().st_mode & 0o777) == "0o600"
+    previous = base64.b64encode(generate_worker_key().private_key).decode()
     made = vaultq("keys", "vector", str(tmp_path / "acme.vector-key"), env=env)
     assert made.returncode == 0, made.stderr
     assert oct((tmp_path / "acme.vector-key").stat().st_mode & 0o777) == "0o600"
@@ -81,7 +90,8 @@ def test_embed_encrypts_uploads_and_the_worker_stores_vectors(tmp_path: Path) ->
 
     assert embedded.returncode == 0, embedded.stderr
     assert json.loads(embedded.stdout)["messages"] == 3
-    worker_env = {**env, "VAULTQ_WORKER_KEYS": (tmp_path / "worker.key").read_text()}
+    ring_text = f"{previous}\n{(tmp_path / 'worker.key').read_text()}"
+    worker_env = {**env, "VAULTQ_WORKER_KEYS": ring_text}
     worker = subprocess.Popen(
         [sys.executable, "-m", "vaultq", "worker", "examples.private_embeddings.app:app"],
         cwd=ROOT,

@@ -25,12 +25,23 @@ from vaultq.client import (
 from vaultq.jobs.protocol import JobKey, JobStatus
 from vaultq.jobs.sqlite import SqliteJobs
 from vaultq.privacy.envelope import open_sealed
-from vaultq.privacy.keys import KeyRing, generate_worker_key
+from vaultq.privacy.keys import Kem, KeyRing, WorkerKey, generate_worker_key
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 KEY = generate_worker_key()
+#: One worker key per suite: everything a client wraps works with either.
+KEYS = {kem: generate_worker_key(kem=kem) for kem in Kem}
+
+
+@pytest.fixture(params=list(Kem), ids=str)
+def key(request: pytest.FixtureRequest) -> WorkerKey:
+    return KEYS[request.param]
+
+
+def ring_of(key: WorkerKey) -> KeyRing:
+    return KeyRing([(key.kem, key.private_key)])
 
 
 def test_a_tracked_upload_is_created_as_a_queued_job_that_its_document_names(
@@ -87,16 +98,17 @@ def test_a_tracked_upload_needs_both_a_job_table_and_a_client(tmp_path: Path) ->
         blobs.close()
 
 
-def test_a_sealed_query_opens_only_for_its_tenant() -> None:
+def test_a_sealed_query_opens_only_for_its_tenant(key: WorkerKey) -> None:
     sealed = SealedQuery.from_json(
-        seal_query("jazz piano", public_key=KEY.public_key, tenant="acme").as_json()
+        seal_query("jazz piano", public_key=key.public_key, tenant="acme").as_json()
     )
-    ring = KeyRing([KEY.private_key])
+    ring = ring_of(key)
 
     data_key = ring.unwrap(sealed.wrapped_key, tenant="acme", job_id=sealed.query_id)
     text = open_sealed(data_key, tenant="acme", message_id=sealed.query_id, sealed=sealed.sealed)
 
     assert bytes(text) == b"jazz piano"
+    assert sealed.wrapped_key.kem is key.kem
     assert b"jazz" not in json.dumps(sealed.as_json()).encode()
     with pytest.raises(errors.DecryptionFailed):
         ring.unwrap(sealed.wrapped_key, tenant="rival", job_id=sealed.query_id)
@@ -115,16 +127,21 @@ def test_a_sealed_query_with_an_unknown_field_is_refused() -> None:
         SealedQuery.from_json(document)
 
 
-def test_an_upload_carries_the_vector_key_wrapped_for_its_tenant_and_job_only() -> None:
+def test_an_upload_carries_the_vector_key_wrapped_for_its_tenant_and_job_only(
+    key: WorkerKey,
+) -> None:
     vector_key = os.urandom(32)
     upload = SealedUpload.from_json(
         seal_messages(
-            [("m1", "hello")], public_key=KEY.public_key, tenant="acme", vector_key=vector_key
+            [("m1", "hello")], public_key=key.public_key, tenant="acme", vector_key=vector_key
         ).to_json()
     )
-    ring = KeyRing([KEY.private_key])
+    ring = ring_of(key)
 
     assert upload.wrapped_vector_key is not None
+    data_key = ring.unwrap(upload.wrapped_key, tenant="acme", job_id=upload.job_id)
+    [message] = upload.messages
+    assert open_sealed(data_key, tenant="acme", message_id="m1", sealed=message.sealed) == b"hello"
     opened = ring.unwrap_vector_key(upload.wrapped_vector_key, tenant="acme", job_id=upload.job_id)
     assert bytes(opened) == vector_key
     with pytest.raises(errors.DecryptionFailed):
@@ -132,14 +149,16 @@ def test_an_upload_carries_the_vector_key_wrapped_for_its_tenant_and_job_only() 
     assert vector_key.hex() not in upload.to_json().decode()
 
 
-def test_a_sealed_query_and_a_request_carry_the_vector_key_for_their_own_id() -> None:
+def test_a_sealed_query_and_a_request_carry_the_vector_key_for_their_own_id(
+    key: WorkerKey,
+) -> None:
     vector_key = os.urandom(32)
-    ring = KeyRing([KEY.private_key])
+    ring = ring_of(key)
     query = SealedQuery.from_json(
-        seal_query("q", public_key=KEY.public_key, tenant="acme", vector_key=vector_key).as_json()
+        seal_query("q", public_key=key.public_key, tenant="acme", vector_key=vector_key).as_json()
     )
     request = WrappedVectorKey.from_json(
-        wrap_vector_key_for(vector_key, public_key=KEY.public_key, tenant="acme").as_json()
+        wrap_vector_key_for(vector_key, public_key=key.public_key, tenant="acme").as_json()
     )
 
     assert query.wrapped_vector_key is not None
@@ -163,3 +182,17 @@ def test_a_vector_key_file_is_private_and_reads_back_as_32_bytes(tmp_path: Path)
     path.write_text("AAAA\n")
     with pytest.raises(errors.InvalidParameterValue):
         read_vector_key(path)
+
+
+def test_a_key_id_must_match_the_public_key_of_either_suite() -> None:
+    classic, hybrid = KEYS[Kem.X25519], KEYS[Kem.MLKEM768_X25519]
+
+    upload = seal_messages(
+        [("m1", "a")], public_key=hybrid.public_key, tenant="t", key_id=hybrid.key_id
+    )
+
+    assert upload.wrapped_key.key_id == hybrid.key_id
+    with pytest.raises(errors.InvalidParameterValue):
+        seal_messages(
+            [("m1", "a")], public_key=hybrid.public_key, tenant="t", key_id=classic.key_id
+        )

@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vaultq.errors import DecryptionFailed, InvalidSettings, UnknownKeyId
+from vaultq.errors import DecryptionFailed, InvalidParameterValue, InvalidSettings, UnknownKeyId
 from vaultq.privacy import (
+    Kem,
     KeyRing,
     WrappedKey,
     generate_worker_key,
@@ -23,7 +24,12 @@ from vaultq.privacy import (
     wiping,
     wrap_data_key,
 )
-from vaultq.privacy.keys import wrap_vector_key
+from vaultq.privacy.keys import (
+    WorkerKey,
+    kem_of_public_key,
+    public_key_from_base64,
+    wrap_vector_key,
+)
 
 TENANT = "acme"
 JOB_ID = "job-a"
@@ -200,17 +206,33 @@ def test_the_key_ring_opens_a_key_the_reference_wrapped():
 
 
 # ---------------------------------------------------------------------------------------------
-# Behaviour of vaultq's key API.
+# Behaviour of vaultq's key API, for both suites.
+
+CLASSIC, HYBRID = Kem.X25519, Kem.MLKEM768_X25519
+#: Wrapped key sizes a client pays per key (16-character key id): version 1 is 1 + 1 + 16 +
+#: 32 + 48; version 2 is 1 + 6 (suite) + 1 + 16 + 1,120 (ML-KEM-768 ciphertext + X25519) + 48.
+WRAPPED_BYTES = {CLASSIC: 98, HYBRID: 1192}
+#: RFC 9180 suite ids (KEM, KDF, AEAD): X25519 or MLKEM768-X25519, HKDF-SHA256, AES-256-GCM.
+SUITE_IDS = {CLASSIC: bytes.fromhex("002000010002"), HYBRID: bytes.fromhex("647a00010002")}
+
+
+def entry(key: WorkerKey) -> tuple[Kem, bytes]:
+    return key.kem, key.private_key
+
+
+@pytest.fixture(params=list(Kem), ids=str)
+def kem(request):
+    return request.param
 
 
 @pytest.fixture
-def worker():
-    return generate_worker_key()
+def worker(kem):
+    return generate_worker_key(kem=kem)
 
 
 @pytest.fixture
 def ring(worker):
-    return KeyRing([worker.private_key])
+    return KeyRing([entry(worker)])
 
 
 def test_a_new_data_key_is_32_random_bytes_in_a_wipeable_buffer():
@@ -229,7 +251,7 @@ def test_a_wrapped_data_key_unwraps_to_the_same_key_for_its_job(worker, ring):
 
     assert isinstance(unwrapped, bytearray)
     assert unwrapped == data_key
-    assert wrapped.key_id == worker.key_id
+    assert (wrapped.key_id, wrapped.kem) == (worker.key_id, worker.kem)
 
 
 def test_a_wrapped_key_survives_its_serialised_form(worker, ring):
@@ -240,8 +262,20 @@ def test_a_wrapped_key_survives_its_serialised_form(worker, ring):
     again = WrappedKey.from_bytes(data)
 
     assert again == wrapped
-    assert len(data) == 2 + len(worker.key_id) + 32 + 48
+    assert len(data) == WRAPPED_BYTES[worker.kem]
+    # Classic keys keep version 1, which workers that predate the hybrid suite open.
+    assert data[0] == (1 if worker.kem is CLASSIC else 2)
     assert ring.unwrap(again, tenant=TENANT, job_id=JOB_ID) == data_key
+
+
+def test_a_version_2_wrapped_key_may_name_the_classic_suite():
+    worker = generate_worker_key(kem=CLASSIC)
+    ring = KeyRing([entry(worker)])
+    data_key = new_data_key()
+    v1 = wrap_data_key(data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID)
+    v2 = b"\x02" + SUITE_IDS[CLASSIC] + v1.to_bytes()[1:]
+
+    assert ring.unwrap(WrappedKey.from_bytes(v2), tenant=TENANT, job_id=JOB_ID) == data_key
 
 
 def test_a_key_wrapped_for_one_job_cannot_be_unwrapped_as_another(worker, ring):
@@ -266,13 +300,16 @@ def test_changing_any_byte_of_a_wrapped_key_makes_it_fail(worker, ring):
     data = wrap_data_key(
         new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
     ).to_bytes()
-    id_end = 2 + len(worker.key_id)
+    id_start = data.index(worker.key_id.encode())
+    id_end = id_start + len(worker.key_id)
 
     for index in range(len(data)):
         tampered = bytearray(data)
         tampered[index] ^= 0x01
         # A changed key id byte is caught as an unknown (or malformed) key id instead.
-        expected = (UnknownKeyId, DecryptionFailed) if 2 <= index < id_end else DecryptionFailed
+        expected = (
+            (UnknownKeyId, DecryptionFailed) if id_start <= index < id_end else DecryptionFailed
+        )
         with pytest.raises(expected):
             ring.unwrap(WrappedKey.from_bytes(bytes(tampered)), tenant=TENANT, job_id=JOB_ID)
 
@@ -285,12 +322,48 @@ def test_a_truncated_wrapped_key_or_unknown_version_is_refused(worker):
     for length in range(len(data)):
         with pytest.raises(DecryptionFailed):
             WrappedKey.from_bytes(data[:length])
-    with pytest.raises(DecryptionFailed):
-        WrappedKey.from_bytes(b"\x02" + data[1:])
+    with pytest.raises(DecryptionFailed, match="unknown format version"):
+        WrappedKey.from_bytes(b"\x03" + data[1:])
 
 
-def test_a_key_wrapped_to_another_fleet_names_its_unknown_key_id(ring):
-    stranger = generate_worker_key()
+@pytest.mark.parametrize(
+    "suite_id",
+    [
+        bytes.fromhex("005100010002"),  # MLKEM1024-P384: a KEM vaultq does not offer
+        bytes.fromhex("647a00010003"),  # the hybrid KEM with ChaCha20-Poly1305
+        bytes.fromhex("647a00030002"),  # ... with HKDF-SHA512
+        SUITE_IDS[CLASSIC],  # relabelled classic: the hybrid enc does not fit
+    ],
+    ids=["unknown-kem", "unknown-aead", "unknown-kdf", "classic"],
+)
+def test_a_hybrid_wrapped_key_with_a_changed_suite_fails_cleanly(suite_id):
+    worker = generate_worker_key(kem=HYBRID)
+    data = wrap_data_key(
+        new_data_key(), public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
+    ).to_bytes()
+    assert data[1:7] == SUITE_IDS[HYBRID]
+
+    with pytest.raises(DecryptionFailed) as caught:
+        WrappedKey.from_bytes(data[:1] + suite_id + data[7:])
+    assert caught.value.code == "DECRYPTION_FAILED"
+
+
+def test_a_wrapped_key_naming_another_suite_than_its_worker_key_fails_cleanly():
+    classic, hybrid = generate_worker_key(kem=CLASSIC), generate_worker_key(kem=HYBRID)
+    ring = KeyRing([entry(classic), entry(hybrid)])
+    to_classic = wrap_data_key(
+        new_data_key(), public_key=classic.public_key, tenant=TENANT, job_id=JOB_ID
+    )
+    # A classic wrapped key that claims the hybrid worker key's id.
+    forged = WrappedKey(key_id=hybrid.key_id, enc=to_classic.enc, ciphertext=to_classic.ciphertext)
+
+    with pytest.raises(DecryptionFailed, match="suite") as caught:
+        ring.unwrap(forged, tenant=TENANT, job_id=JOB_ID)
+    assert caught.value.code == "DECRYPTION_FAILED"
+
+
+def test_a_key_wrapped_to_another_fleet_names_its_unknown_key_id(ring, kem):
+    stranger = generate_worker_key(kem=kem)
     wrapped = wrap_data_key(
         new_data_key(), public_key=stranger.public_key, tenant=TENANT, job_id=JOB_ID
     )
@@ -300,40 +373,85 @@ def test_a_key_wrapped_to_another_fleet_names_its_unknown_key_id(ring):
     assert caught.value.code == "UNKNOWN_KEY_ID"
 
 
-def test_during_rotation_keys_wrapped_to_either_active_key_unwrap():
-    old, new = generate_worker_key(), generate_worker_key()
-    ring = KeyRing([old.private_key, new.private_key])
+ROTATIONS = pytest.mark.parametrize(
+    ("old_kem", "new_kem"), [(CLASSIC, CLASSIC), (CLASSIC, HYBRID), (HYBRID, HYBRID)]
+)
+
+
+@ROTATIONS
+def test_during_rotation_keys_wrapped_to_either_active_key_unwrap(old_kem, new_kem):
+    old, new = generate_worker_key(kem=old_kem), generate_worker_key(kem=new_kem)
+    ring = KeyRing([entry(old), entry(new)])
 
     for worker in (old, new):
         data_key = new_data_key()
         wrapped = wrap_data_key(
             data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID
         )
+        assert wrapped.kem is worker.kem
         assert ring.unwrap(wrapped, tenant=TENANT, job_id=JOB_ID) == data_key
     assert ring.key_ids == {old.key_id, new.key_id}
 
 
-def test_after_rotation_a_key_wrapped_to_the_removed_key_is_an_unknown_key_id():
-    old, new = generate_worker_key(), generate_worker_key()
+@ROTATIONS
+def test_after_rotation_a_key_wrapped_to_the_removed_key_is_an_unknown_key_id(old_kem, new_kem):
+    old, new = generate_worker_key(kem=old_kem), generate_worker_key(kem=new_kem)
     wrapped = wrap_data_key(new_data_key(), public_key=old.public_key, tenant=TENANT, job_id=JOB_ID)
 
     with pytest.raises(UnknownKeyId):
-        KeyRing([new.private_key]).unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)
+        KeyRing([entry(new)]).unwrap(wrapped, tenant=TENANT, job_id=JOB_ID)
 
 
 def test_the_key_id_is_derived_from_the_public_key_alone(worker):
     assert key_id_for(worker.public_key) == worker.key_id
+    assert KeyRing([entry(worker)]).key_ids == {worker.key_id}
+
+
+def test_a_classic_worker_key_is_a_raw_x25519_key_pair():
+    worker = generate_worker_key()
+
+    assert worker.kem is CLASSIC
     assert (
         X25519PrivateKey.from_private_bytes(worker.private_key).public_key().public_bytes_raw()
         == worker.public_key
     )
 
 
+# draft-connolly-cfrg-xwing-kem-08, Appendix C, first vector: the 32-byte seed, and the key id
+# (SHA-256, first 8 bytes) of the vector's 1,216-byte public key, hashed from the draft's hex.
+XWING_SEED = "7f9c2ba4e88f827d616045507605853ed73b8093f6efbc88eb1a6eacfa66ef26"
+XWING_PUBLIC_KEY_ID = "2e816deebcd76c5c"
+
+
+def test_a_hybrid_worker_key_is_an_x_wing_seed_whose_public_key_matches_the_draft():
+    ring = KeyRing([(HYBRID, bytes.fromhex(XWING_SEED))])
+
+    assert ring.key_ids == {XWING_PUBLIC_KEY_ID}
+
+
+def test_a_public_key_names_its_suite_by_its_length(worker):
+    assert kem_of_public_key(worker.public_key) is worker.kem
+    assert public_key_from_base64(b64(worker.public_key)) == worker.public_key
+    for bad in (worker.public_key[:-1], worker.public_key + b"\x00", b""):
+        with pytest.raises(InvalidParameterValue, match="1216 bytes"):
+            wrap_data_key(new_data_key(), public_key=bad, tenant=TENANT, job_id=JOB_ID)
+    with pytest.raises(InvalidParameterValue):
+        public_key_from_base64("not base64!")
+
+
+def test_a_malformed_hybrid_public_key_is_refused():
+    # Not an ML-KEM-768 key: its coefficients exceed the modulus.
+    with pytest.raises(InvalidParameterValue, match="mlkem768-x25519"):
+        wrap_data_key(new_data_key(), public_key=b"\xff" * 1216, tenant=TENANT, job_id=JOB_ID)
+
+
 def test_a_key_ring_loads_from_a_file_with_comments_and_several_keys(tmp_path):
-    old, new = generate_worker_key(), generate_worker_key()
+    old, new = generate_worker_key(), generate_worker_key(kem=HYBRID)
     path = tmp_path / "worker-keys"
+    # A bare key (every ring before the hybrid suite) is x25519; the hybrid one names its KEM.
     path.write_text(
-        f"# rotated in 2025-01\n{b64(old.private_key)}\n\n{b64(new.private_key)}  # current\n"
+        f"# rotated in 2025-01\n{b64(old.private_key)}\n\n"
+        f"mlkem768-x25519:{b64(new.private_key)}  # current\n"
     )
 
     ring = KeyRing.from_file(path)
@@ -342,17 +460,36 @@ def test_a_key_ring_loads_from_a_file_with_comments_and_several_keys(tmp_path):
 
 
 def test_a_key_ring_loads_from_the_environment():
-    old, new = generate_worker_key(), generate_worker_key()
-    environ = {"VAULTQ_WORKER_KEYS": f"{b64(old.private_key)},{b64(new.private_key)}"}
+    old, new = generate_worker_key(), generate_worker_key(kem=HYBRID)
+    keys = f"x25519:{b64(old.private_key)},mlkem768-x25519:{b64(new.private_key)}"
+    environ = {"VAULTQ_WORKER_KEYS": keys}
 
     ring = KeyRing.from_env(environ=environ)
 
     assert ring.key_ids == {old.key_id, new.key_id}
 
 
+def test_the_same_seed_is_another_key_in_each_suite():
+    seed = os.urandom(32)
+
+    classic, hybrid = KeyRing([(CLASSIC, seed)]), KeyRing([(HYBRID, seed)])
+
+    assert classic.key_ids.isdisjoint(hybrid.key_ids)
+    assert KeyRing.from_text(b64(seed)).key_ids == classic.key_ids
+
+
 @pytest.mark.parametrize(
     "text",
-    ["", "# only a comment", "not-base64!", base64.b64encode(b"short").decode()],
+    [
+        "",
+        "# only a comment",
+        "not-base64!",
+        base64.b64encode(b"short").decode(),
+        "mlkem768-x25519:" + base64.b64encode(b"short").decode(),
+        "mlkem1024-p384:" + b64(bytes(32)),
+        ":" + b64(bytes(32)),
+        "mlkem768-x25519:",
+    ],
 )
 def test_a_bad_key_ring_is_a_settings_error(text):
     with pytest.raises(InvalidSettings):
@@ -385,14 +522,16 @@ def rendered(error: BaseException) -> str:
 def test_key_errors_never_show_key_bytes(worker, ring):
     data_key = new_data_key()
     wrapped = wrap_data_key(data_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID)
+    prefix = f"{worker.kem}:"
     failures = []
     for call in (
         lambda: ring.unwrap(wrapped, tenant=TENANT, job_id="job-b"),
-        lambda: KeyRing([generate_worker_key().private_key]).unwrap(
+        lambda: KeyRing([entry(generate_worker_key(kem=worker.kem))]).unwrap(
             wrapped, tenant=TENANT, job_id=JOB_ID
         ),
-        lambda: KeyRing.from_text(b64(worker.private_key[:31])),
-        lambda: KeyRing.from_text(b64(worker.private_key) + "!"),
+        lambda: KeyRing.from_text(prefix + b64(worker.private_key[:31])),
+        lambda: KeyRing.from_text(prefix + b64(worker.private_key) + "!"),
+        lambda: KeyRing.from_text(b64(worker.private_key) + ":" + b64(worker.private_key)),
     ):
         with pytest.raises((DecryptionFailed, UnknownKeyId, InvalidSettings)) as caught:
             call()
@@ -434,9 +573,7 @@ def test_wiping_clears_the_buffer_even_when_the_block_fails(worker, ring):
     assert data_key == bytearray(32)
 
 
-def test_a_vector_key_opens_only_as_a_vector_key_for_its_tenant_and_job():
-    worker = generate_worker_key()
-    ring = KeyRing([worker.private_key])
+def test_a_vector_key_opens_only_as_a_vector_key_for_its_tenant_and_job(worker, ring):
     vector_key = os.urandom(32)
     wrapped = wrap_vector_key(
         vector_key, public_key=worker.public_key, tenant=TENANT, job_id=JOB_ID

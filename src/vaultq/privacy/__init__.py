@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vaultq.privacy.envelope import open_sealed, seal
 from vaultq.privacy.keys import (
+    Kem,
     KeyRing,
     WorkerKey,
     WrappedKey,
@@ -15,6 +16,7 @@ from vaultq.privacy.keys import (
 from vaultq.privacy.zeroise import wipe, wiping
 
 __all__ = [
+    "Kem",
     "KeyRing",
     "WorkerKey",
     "WrappedKey",

@@ -9,9 +9,11 @@ What Python cannot promise, and vaultq does not claim:
   read from a file or an environment variable, a base64 decode, ``os.urandom``) stays in
   memory until the allocator reuses it, and cannot be wiped.
 - The cryptography library copies keys into its own (Rust/OpenSSL) objects, e.g. an
-  ``AESGCM`` or ``X25519PrivateKey`` instance, and frees them when they are collected;
-  vaultq cannot reach those copies. HPKE decryption returns ``bytes``, so an unwrapped data
-  key briefly exists as an immutable copy before it is moved into a ``bytearray``.
+  ``AESGCM``, ``X25519PrivateKey`` or ``MLKEM768PrivateKey`` instance, and frees them when
+  they are collected; vaultq cannot reach those copies. A hybrid worker key's seed expands
+  (SHAKE256) into immutable ``bytes`` too. HPKE decryption returns ``bytes``, so an
+  unwrapped data key briefly exists as an immutable copy before it is moved into a
+  ``bytearray``.
 - A ``bytearray`` that grew may have been moved by the allocator, leaving its old contents
   behind unwiped. Buffers here are created at their final size and never resized.
 - The operating system may swap or core-dump process memory; vaultq writes no key material
