@@ -4,11 +4,16 @@ re-embeds stored messages and searches a tenant's vectors without ever holding a
 A client seals its messages and puts one upload object into the ``messages`` bucket
 (``vaultq.client.upload_messages``; with ``jobs=`` the upload is also a job whose progress
 ``GET /jobs/{id}`` shows); the bucket's ``ObjectCreated`` event goes to the ``embed-jobs``
-queue; ``embed_uploads`` opens the texts in memory, embeds them with the local
-all-MiniLM-L6-v2 and upserts sealed vectors into ``<data dir>/vectors.db``.
+queue; ``embed_uploads`` opens the texts in memory, embeds them and upserts sealed vectors
+into ``<data dir>/vectors.db``. The local all-MiniLM-L6-v2 embeds by default; with
+``VAULTQ_EMBEDDINGS_URL`` (and ``..._MODEL``, ``..._DIMENSION``, ``..._API_KEY_FILE``) an
+OpenAI-compatible endpoint does, limited by one token bucket that every worker shares and
+falling back to the local model per batch (``vaultq.embeddings.settings``).
 
 Two job routes feed the ``embed-requests`` queue, whose own handler process keeps requests
-from waiting behind a backlog of uploads:
+from waiting behind a backlog of uploads; generate requests with ``"priority": "high"`` go
+to ``embed-requests-high`` instead, whose handler process of its own takes them ahead of any
+backlog of normal ones:
 
 - ``POST /api/v1/embeddings/generate {"message_ids": [...], "priority": "normal"|"high",
   "vector_key": {...}}`` re-embeds the caller tenant's stored messages from their upload
@@ -24,7 +29,7 @@ from waiting behind a backlog of uploads:
 
 Run it with the worker keys in the environment::
 
-    VAULTQ_WORKER_KEYS=<base64 X25519 private key> \\
+    VAULTQ_WORKER_KEYS="$(cat worker.key)" \\
     VAULTQ_WORKER_PUBLIC_KEY=<base64 public key> vaultq up examples.private_embeddings.app:app
 
 ``vector_key`` is ``vaultq.client.wrap_vector_key_for(...).as_json()``: the tenant's vector
@@ -35,8 +40,6 @@ API and the workers never store it in usable form; a worker unwraps it for one j
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import os
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from vaultq import errors, wiring
-from vaultq.app import App, DeadLetterQueue
+from vaultq.app import App, DeadLetterQueue, QueueChoice
 from vaultq.blobs import BucketNotification
 from vaultq.client import (
     MAX_QUERY_BYTES,
@@ -56,16 +59,19 @@ from vaultq.client import (
     WrappedVectorKey,
     seal_query,
 )
+from vaultq.embeddings.fallback import FallbackProvider
 from vaultq.embeddings.pipeline import (
     EmbeddingServices,
     embed_upload,
+    ensure_collection,
     load_upload,
     records_of,
     regenerate,
     search_query,
 )
+from vaultq.embeddings.settings import EmbeddingSettings, open_provider
 from vaultq.jobs.protocol import JobStatus
-from vaultq.privacy.keys import KeyRing
+from vaultq.privacy.keys import KeyRing, public_key_from_base64
 from vaultq.runtime.failures import NonRetryableError
 from vaultq.runtime.jobs import JobHandle, job_key_of_record, job_of
 
@@ -75,11 +81,16 @@ if TYPE_CHECKING:
 BUCKET = "messages"
 QUEUE = "embed-jobs"
 REQUESTS_QUEUE = "embed-requests"
+HIGH_PRIORITY_QUEUE = "embed-requests-high"
 COLLECTION = "message_embeddings"
 PUBLIC_KEY_VARIABLE = "VAULTQ_WORKER_PUBLIC_KEY"
 MAX_RECEIVES = 3
+#: The dead-letter reason of a provider that does not fit the collection.
+INVALID_SETTINGS = "INVALID_SETTINGS"
 MAX_GENERATE_IDS = 1000
 MAX_K = 100
+#: Read at import, so that a misconfigured provider stops ``vaultq up`` at once.
+EMBEDDINGS = EmbeddingSettings.from_env()
 
 app = App("private-embeddings")
 app.queue(
@@ -87,11 +98,12 @@ app.queue(
     visibility_timeout_seconds=360,
     dead_letter=DeadLetterQueue(max_receive_count=MAX_RECEIVES),
 )
-app.queue(
-    REQUESTS_QUEUE,
-    visibility_timeout_seconds=180,
-    dead_letter=DeadLetterQueue(max_receive_count=MAX_RECEIVES),
-)
+for requests_queue in (REQUESTS_QUEUE, HIGH_PRIORITY_QUEUE):
+    app.queue(
+        requests_queue,
+        visibility_timeout_seconds=180,
+        dead_letter=DeadLetterQueue(max_receive_count=MAX_RECEIVES),
+    )
 app.bucket(BUCKET, notifications=[BucketNotification(QUEUE, prefix=UPLOAD_PREFIX, suffix=".json")])
 
 MessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
@@ -112,7 +124,8 @@ class GenerateRequest(BaseModel):
 
     message_ids: list[MessageId] = Field(min_length=1, max_length=MAX_GENERATE_IDS)
     vector_key: VectorKeyBody
-    #: Both run on ``embed-requests``, ahead of any upload backlog; kept in the job result.
+    #: ``high`` goes to its own queue and handler, ahead of any backlog of ``normal`` ones
+    #: (both are ahead of any upload backlog); kept in the job result.
     priority: Literal["normal", "high"] = "normal"
 
     @model_validator(mode="after")
@@ -175,6 +188,7 @@ app.accept_jobs(
     path="/api/v1/embeddings/generate",
     body=GenerateRequest,
     estimated_time_seconds=10,
+    queue_by=QueueChoice(field="priority", queues={"high": HIGH_PRIORITY_QUEUE}),
 )
 app.accept_jobs(
     queue=REQUESTS_QUEUE,
@@ -193,28 +207,39 @@ def services() -> EmbeddingServices:
     from vaultq.embeddings import LocalSentenceModel  # noqa: PLC0415 - torch loads with it
     from vaultq.vectors.embedded import EmbeddedVectors  # noqa: PLC0415
 
-    root = wiring.data_dir()
-    model = LocalSentenceModel()
-    vectors = EmbeddedVectors(root / "vectors.db")
-    vectors.create_collection(COLLECTION, dimension=model.dimension, mode="sealed")
+    local = LocalSentenceModel()
+    # One bucket in vaultq's database for every worker process: the provider's rate holds.
+    limiter = wiring.open_rate_limiter(default=EMBEDDINGS.bucket) if EMBEDDINGS.remote else None
+    provider = open_provider(EMBEDDINGS, local=local, limiter=limiter)
+    vectors = EmbeddedVectors(wiring.data_dir() / "vectors.db")
+    ensure_collection(vectors, COLLECTION, provider=provider, mode="sealed")
     return EmbeddingServices(
         blobs=wiring.open_blobs(),
         key_ring=KeyRing.from_env(),
-        provider=model,
+        provider=provider,
         vectors=vectors,
         collection=COLLECTION,
-        batch_size=model.batch_size,
+        batch_size=local.batch_size,
         bucket=BUCKET,
     )
+
+
+def _fallback_messages(results: list[dict[str, Any]]) -> int:
+    provider = services().provider
+    if not isinstance(provider, FallbackProvider):
+        return 0
+    return sum(result["model"] == provider.fallback.name for result in results)
 
 
 # One handler process per worker: each holds its own copy of the model (~600 MB).
 @app.handler(queue=QUEUE, batch_size=1, timeout_seconds=300, max_concurrency=1)
 def embed_uploads(event: dict[str, Any], context: Any) -> None:
-    """Tampered or malformed uploads go to the dead-letter queue at once (no retry changes
-    authenticated bytes); an unknown key id is retried, since a key rotation may be under
-    way, and dead-lettered with ``UNKNOWN_KEY_ID`` after the last receive. An upload that
-    names its job (``client_id``) reports progress, result and failure there."""
+    """Tampered or malformed uploads, and a provider that does not fit the collection, go to
+    the dead-letter queue at once (no retry changes authenticated bytes or settings); an
+    unknown key id is retried, since a key rotation may be under way, and dead-lettered with
+    ``UNKNOWN_KEY_ID`` after the last receive, as a failing endpoint is with
+    ``EMBEDDING_API_ERROR`` or ``EMBEDDING_API_TIMEOUT``. An upload that names its job
+    (``client_id``) reports progress, result and failure there."""
     for sqs_record in event["Records"]:
         job = job_of(sqs_record, context) if job_key_of_record(sqs_record) else None
         for s3_record in records_of(sqs_record):
@@ -225,11 +250,16 @@ def embed_uploads(event: dict[str, Any], context: Any) -> None:
                 results = embed_upload(services(), upload, job=tracked)
             except Exception as exc:
                 _give_back(tracked, sqs_record, exc)
-                if isinstance(exc, errors.DecryptionFailed | InvalidUpload):
-                    raise NonRetryableError(str(exc), reason=exc.failure_reason) from None
+                _raise_final(exc)
                 raise
             if tracked is not None:
-                tracked.succeed({"messages_embedded": len(results), "model": results[0]["model"]})
+                tracked.succeed(
+                    {
+                        "messages_embedded": len(results),
+                        "model": results[0]["model"],
+                        "fallback_messages": _fallback_messages(results),
+                    }
+                )
 
 
 @app.handler(queue=REQUESTS_QUEUE, batch_size=1, timeout_seconds=120, max_concurrency=1)
@@ -240,9 +270,29 @@ def serve_requests(event: dict[str, Any], context: Any) -> None:
         payload = json.loads(record["body"])["payload"]
         try:
             result = _search(job, payload) if "sealed_query" in payload else _generate(job, payload)
-        except (errors.DecryptionFailed, InvalidUpload) as exc:
-            raise NonRetryableError(str(exc), reason=exc.failure_reason) from None
+        except Exception as exc:
+            _raise_final(exc)
+            raise
         job.succeed(result)
+
+
+def _raise_final(exc: Exception) -> None:
+    """``NonRetryableError`` for the failures no retry fixes; nothing for the others."""
+    if isinstance(exc, errors.DecryptionFailed | InvalidUpload):
+        raise NonRetryableError(str(exc), reason=exc.failure_reason) from None
+    if isinstance(exc, errors.InvalidSettings):
+        raise NonRetryableError(str(exc), reason=INVALID_SETTINGS) from None
+
+
+# The same work as serve_requests, with capacity of its own: a backlog of normal requests
+# never delays a high one.
+app.handler(
+    queue=HIGH_PRIORITY_QUEUE,
+    name="serve_high_priority",
+    batch_size=1,
+    timeout_seconds=120,
+    max_concurrency=1,
+)(serve_requests)
 
 
 def _generate(job: JobHandle, payload: dict[str, Any]) -> dict[str, Any]:
@@ -294,8 +344,9 @@ def _give_back(job: JobHandle | None, record: dict[str, Any], exc: Exception) ->
     queued for the retry. The error names the reason only, never message content."""
     if job is None or job_key_of_record(record) is not None:
         return  # untracked, or the worker keeps this message's job
-    reason = str(getattr(exc, "failure_reason", "HANDLER_ERROR"))
-    final = isinstance(exc, errors.DecryptionFailed | InvalidUpload) or (
+    default = INVALID_SETTINGS if isinstance(exc, errors.InvalidSettings) else "HANDLER_ERROR"
+    reason = str(getattr(exc, "failure_reason", default))
+    final = isinstance(exc, errors.DecryptionFailed | InvalidUpload | errors.InvalidSettings) or (
         int(record["attributes"]["ApproximateReceiveCount"]) >= MAX_RECEIVES
     )
     if final:
@@ -306,9 +357,8 @@ def _give_back(job: JobHandle | None, record: dict[str, Any], exc: Exception) ->
 
 def _worker_public_key() -> bytes:
     try:
-        key = base64.b64decode(os.environ.get(PUBLIC_KEY_VARIABLE, ""), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:  # a raw X25519 public key
-        raise errors.InvalidSettings(f"{PUBLIC_KEY_VARIABLE} must be a base64 X25519 public key")
-    return key
+        return public_key_from_base64(os.environ.get(PUBLIC_KEY_VARIABLE, ""))
+    except errors.InvalidParameterValue:
+        raise errors.InvalidSettings(
+            f"{PUBLIC_KEY_VARIABLE} must be a base64 worker public key (x25519 or mlkem768-x25519)"
+        ) from None

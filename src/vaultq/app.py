@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +161,20 @@ class FileField:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QueueChoice:
+    """Send a job route's jobs to the queue its payload's ``field`` names, e.g. one queue per
+    priority: ``QueueChoice(field="priority", queues={"high": "requests-high"})``. Other
+    values (and a payload without the field) go to the route's own queue."""
+
+    field: str
+    queues: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise errors.InvalidParameterValue("a queue choice needs at least one queue")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRoute:
     """``POST <path>``: what a job submission carries, where its message goes, and what the
     route promises about it."""
@@ -186,6 +200,8 @@ class JobRoute:
     #: How long ``POST`` waits for the job to finish and answer with its result (JSON
     #: routes; 0: answer at once). For short jobs, e.g. a search.
     wait_seconds: float = 0
+    #: Another queue for some jobs, chosen by a field of the (prepared) payload.
+    queue_by: QueueChoice | None = None
 
     def __post_init__(self) -> None:
         if not _ROUTE_PATH.fullmatch(self.path) or (
@@ -212,6 +228,19 @@ class JobRoute:
     @property
     def multipart(self) -> bool:
         return bool(self.files)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue this route may send to, its own first."""
+        chosen = () if self.queue_by is None else tuple(self.queue_by.queues.values())
+        return tuple(dict.fromkeys((self.queue, *chosen)))
+
+    def queue_for(self, payload: JsonValue) -> str:
+        """The queue a job with this (prepared) payload goes to."""
+        if self.queue_by is None or not isinstance(payload, dict):
+            return self.queue
+        value = payload.get(self.queue_by.field)
+        return self.queue_by.queues.get(value, self.queue) if isinstance(value, str) else self.queue
 
 
 def _check_body_model(model: type[BaseModel]) -> None:
@@ -303,6 +332,7 @@ class App:
         ttl_seconds: int = 30 * 86_400,
         prepare_payload: Callable[[JsonValue, str], JsonValue] | None = None,
         wait_seconds: float = 0,
+        queue_by: QueueChoice | None = None,
     ) -> JobRoute:
         """Let ``POST <path>`` create jobs whose messages go to ``queue``.
 
@@ -312,10 +342,18 @@ class App:
         content-based deduplication. ``prepare_payload(payload, tenant)`` returns the payload
         to store and send instead (its result is what duplicates are compared on). With
         ``wait_seconds`` the request holds on until the job finishes (``200`` with its
-        ``result``) or the time is up (``202``, as without it)."""
+        ``result``) or the time is up (``202``, as without it). ``queue_by`` sends the jobs
+        whose payload field has one of its values to that value's queue (declared, and FIFO
+        if and only if ``queue`` is), e.g. a queue per priority with a handler of its own."""
         spec = self.queues.get(queue)
         if spec is None:
             raise errors.InvalidParameterValue(f"jobs go to undeclared queue {queue!r}")
+        for other in () if queue_by is None else queue_by.queues.values():
+            other_spec = self.queues.get(other)
+            if other_spec is None or other_spec.attributes.fifo != spec.attributes.fifo:
+                raise errors.InvalidParameterValue(
+                    f"queue_by names {other!r}: not a declared queue of {queue!r}'s type"
+                )
         if path in self.job_routes:
             raise errors.InvalidParameterValue(f"job route {path!r} is declared twice")
         if bucket is not None and bucket not in self.buckets:
@@ -336,6 +374,7 @@ class App:
             ttl_seconds=ttl_seconds,
             prepare_payload=prepare_payload,
             wait_seconds=wait_seconds,
+            queue_by=queue_by,
         )
         self.job_routes[path] = route
         return route

@@ -41,6 +41,8 @@ pytestmark = pytest.mark.model
 APP = "examples.private_embeddings.app:app"
 TOPICS = ["sailing boats", "sourdough bread", "tax returns", "mountain hiking", "jazz piano"]
 MESSAGES = [(f"msg-{n}", f"Some thoughts about {topic}.") for n, topic in enumerate(TOPICS)]
+#: Normal generate requests queued ahead of a high one.
+BACKLOG = 20
 #: Each tenant's vector key, kept by its client only.
 VECTOR_KEYS = {"acme": os.urandom(32), "rival": os.urandom(32)}
 
@@ -148,7 +150,11 @@ def test_a_tracked_upload_reports_its_progress_and_result(deployment: Deployment
 
     assert job["status"] == "succeeded"
     assert job["progress"] == 1.0
-    assert job["result"] == {"messages_embedded": len(MESSAGES), "model": "all-MiniLM-L6-v2"}
+    assert job["result"] == {
+        "messages_embedded": len(MESSAGES),
+        "model": "all-MiniLM-L6-v2",
+        "fallback_messages": 0,
+    }
 
 
 def test_a_tampered_tracked_upload_dead_letters_its_job_without_retrying(
@@ -285,6 +291,38 @@ def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
     assert result["priority"] == "high"
     assert (acme_count, rival_count) == (len(MESSAGES), len(MESSAGES))
     assert job["progress"] == 1.0
+
+
+def test_a_high_priority_request_overtakes_a_backlog_of_normal_ones(
+    deployment: Deployment,
+) -> None:
+    client = deployment.client()
+    finished(client, deployment.upload_job)
+
+    def generate(priority: str) -> str:
+        body = {
+            "message_ids": [message_id for message_id, _ in MESSAGES],
+            "priority": priority,
+            "vector_key": deployment.vector_key(),
+        }
+        accepted = client.post("/api/v1/embeddings/generate", json=body)
+        assert accepted.status_code == 202, accepted.text
+        assert set(accepted.json()) == {"job_id", "status", "estimated_time_seconds"}
+        job_id: str = accepted.json()["job_id"]
+        return job_id
+
+    # Warm both handler processes: a cold one spends seconds loading the model.
+    for priority in ("normal", "high"):
+        finished(client, generate(priority))
+    backlog = [generate("normal") for _ in range(BACKLOG)]
+    high = finished(client, generate("high"))
+    waiting = [client.get(f"/jobs/{job_id}").json()["status"] for job_id in backlog]
+    drained = [finished(client, job_id)["status"] for job_id in backlog]
+
+    assert high["status"] == "succeeded" and high["result"]["priority"] == "high"
+    # Submitted last, it finished while most of the backlog still waited.
+    assert waiting.count("queued") >= BACKLOG // 2, waiting
+    assert drained == ["succeeded"] * BACKLOG
 
 
 @pytest.mark.parametrize(

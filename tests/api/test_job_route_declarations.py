@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from vaultq import errors
-from vaultq.app import App, FileField
+from vaultq.app import App, FileField, QueueChoice
 
 
 class Strict(BaseModel):
@@ -74,6 +74,8 @@ def test_deduplication_follows_the_queue_unless_declared() -> None:
         ({"ttl_seconds": 10}, "ttl_seconds"),
         ({"wait_seconds": 21}, "wait_seconds"),
         ({"wait_seconds": 5, "files": ["drawing"], "bucket": "inputs"}, "wait_seconds"),
+        ({"queue_by": QueueChoice(field="name", queues={"x": "missing"})}, "queue_by names"),
+        ({"queue_by": QueueChoice(field="name", queues={"x": "plain.fifo"})}, "queue_by names"),
     ],
 )
 def test_invalid_declarations_are_refused(options: dict[str, Any], reason: str) -> None:
@@ -95,3 +97,20 @@ def test_a_path_is_declared_once() -> None:
 def test_file_media_types_are_exact_lower_case_types(media_type: str) -> None:
     with pytest.raises(errors.InvalidParameterValue, match="media type"):
         FileField(name="drawing", content_types=(media_type,))
+
+
+def test_a_route_may_choose_its_queue_by_a_payload_field() -> None:
+    app = _app()
+    app.queue("work-high")
+
+    route = app.accept_jobs(
+        queue="work",
+        path="/tasks",
+        body=Strict,
+        queue_by=QueueChoice(field="name", queues={"urgent": "work-high"}),
+    )
+
+    assert route.queues == ("work", "work-high")
+    assert route.queue_for({"name": "urgent"}) == "work-high"
+    assert route.queue_for({"name": "later"}) == "work"
+    assert route.queue_for({"name": 3}) == route.queue_for(None) == "work"

@@ -452,6 +452,15 @@ def test_the_api_sends_only_to_its_job_queues_and_uses_only_its_tables_and_job_f
     }
 
 
+def test_the_api_may_send_to_every_queue_a_route_chooses() -> None:
+    embeddings = "examples.private_embeddings.app:app"
+
+    sends = api_statements("ApiFunction", embeddings)["SendToJobQueues"]["Resource"]
+
+    # Generate requests go to a queue per priority; search requests to the normal one.
+    assert sends == [queue_arn("embed-requests"), queue_arn("embed-requests-high")]
+
+
 def test_the_outbox_drain_runs_every_minute_and_only_claims_removes_and_sends() -> None:
     drain = resources(DRAWINGS)["OutboxDrainFunction"]["Properties"]
     statements = api_statements("OutboxDrainFunction")

@@ -402,7 +402,7 @@ class _Builder:
             {
                 route.bucket
                 for route in self.app.job_routes.values()
-                if route.bucket is not None and route.queue == handler.mapping.queue
+                if route.bucket is not None and handler.mapping.queue in route.queues
             }
         )
         if job_files:
@@ -507,7 +507,7 @@ class _Builder:
         )
 
     def _job_queues(self) -> list[dict[str, Any]]:
-        queues = sorted({route.queue for route in self.app.job_routes.values()})
+        queues = sorted({queue for route in self.app.job_routes.values() for queue in route.queues})
         return [_arn(logical_id(queue, "Queue")) for queue in queues]
 
     def _api_statements(self, logs_id: str) -> list[dict[str, Any]]:

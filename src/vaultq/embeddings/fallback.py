@@ -9,6 +9,14 @@ one success closes the circuit. ``stats()`` says what happened, for metrics.
 Only ``EmbeddingApiError`` (timeouts included) counts as a failure. ``Throttled`` (the shared
 request budget is spent) and invalid input are raised as they are: they are not the
 provider's fault, and the local model would not fix them.
+
+One collection must hold vectors of one model. Equal dimensions are required, but two
+models of equal dimension still embed into unrelated spaces, so with
+``verify_same_model=True`` the first batch the primary embeds (once per instance) is
+checked: the fallback embeds its first text too, and a cosine below
+``SAME_MODEL_MIN_COSINE`` raises ``InvalidSettings`` before any of the primary's vectors
+is returned. ``embed_reporting`` says which provider embedded a batch, so its vectors can be
+labelled with their model.
 """
 
 from __future__ import annotations
@@ -29,9 +37,13 @@ if TYPE_CHECKING:
     from vaultq.embeddings._vectors import Vectors
     from vaultq.embeddings.protocol import EmbeddingProvider
 
-__all__ = ["FallbackProvider", "FallbackStats"]
+__all__ = ["SAME_MODEL_MIN_COSINE", "FallbackProvider", "FallbackStats"]
 
 log = logging.getLogger(__name__)
+
+#: The same model served elsewhere (another runtime, fp16) agrees to ~0.9999 on a text;
+#: unrelated models of one dimension agree about as well as random directions, near 0.
+SAME_MODEL_MIN_COSINE = 0.99
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,9 +65,10 @@ class FallbackProvider:
     """``EmbeddingProvider`` that embeds with ``primary`` and falls back to ``fallback``.
 
     Both must have the same ``dimension`` (``InvalidSettings`` otherwise): a collection
-    cannot mix vectors of different spaces. They should also be the same model, or vectors
-    embedded during a fallback will not compare with the others; the ``name`` of the batch's
-    provider is in ``last_provider_name``.
+    cannot mix vectors of different spaces. They must also be the same model, or vectors
+    embedded during a fallback will not compare with the others: ``verify_same_model``
+    checks it (see the module). The ``name`` of the last batch's provider is in
+    ``last_provider_name``.
     """
 
     def __init__(
@@ -65,6 +78,7 @@ class FallbackProvider:
         *,
         failures_before_fallback: int = 3,
         retry_primary_after_seconds: float = 60.0,
+        verify_same_model: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if primary.dimension != fallback.dimension:
@@ -82,6 +96,7 @@ class FallbackProvider:
             "failures_before_fallback", failures_before_fallback
         )
         self._retry_primary_after_seconds = retry_primary_after_seconds
+        self._unverified = verify_same_model
         self._clock = clock
         self._lock = threading.Lock()
         self._open_until: float | None = None
@@ -90,8 +105,12 @@ class FallbackProvider:
         self.last_provider_name = primary.name
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        return self.embed_reporting(texts)[0]
+
+    def embed_reporting(self, texts: Sequence[str]) -> tuple[Vectors, EmbeddingProvider]:
+        """``embed``, and the provider (``primary`` or ``fallback``) that embedded them."""
         if self._circuit_open():
-            return self._embed_with_fallback(texts)
+            return self._embed_with_fallback(texts), self.fallback
         try:
             vectors = self.primary.embed(texts)
         except errors.EmbeddingApiError as exc:
@@ -100,9 +119,22 @@ class FallbackProvider:
             log.warning(
                 "%s failed (%s): embedding with %s", self.primary.name, exc.code, self.fallback.name
             )
-            return self._embed_with_fallback(texts)
+            return self._embed_with_fallback(texts), self.fallback
+        if self._unverified and len(vectors):
+            self._verify_same_model(texts[0], vectors[0])
         self._note_success()
-        return vectors
+        return vectors, self.primary
+
+    def _verify_same_model(self, text: str, vector: Vectors) -> None:
+        cosine = float(self.fallback.embed([text])[0] @ vector)
+        if cosine < SAME_MODEL_MIN_COSINE:
+            raise errors.InvalidSettings(
+                f"{self.primary.name} and {self.fallback.name} embed one text "
+                f"{cosine:.2f} apart (cosine): they are different models, whose vectors must "
+                "not share a collection; do not fall back from one to the other"
+            )
+        self._unverified = False
+        log.info("%s agrees with %s (cosine %.4f)", self.primary.name, self.fallback.name, cosine)
 
     def stats(self) -> FallbackStats:
         with self._lock:

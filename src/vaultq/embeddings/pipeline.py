@@ -31,6 +31,11 @@ message exists) with the request's own wrapped vector key, and ``search_query`` 
 query only, the text opened and embedded in memory, the tenant's vectors opened with its
 vector key and ranked, and every key and buffer wiped.
 
+One collection holds vectors of one model: a provider whose dimension is not the
+collection's is refused (``InvalidSettings``) before anything is embedded, and each vector's
+metadata names the provider that embedded it (the local model for a batch a
+``FallbackProvider`` handed to it, which is logged as a fallback).
+
 Stored in clear: the tenant, message ids, the collection and ``{"model": <name>}`` metadata.
 """
 
@@ -59,6 +64,7 @@ from vaultq.client import (
     SealedUpload,
     WrappedVectorKey,
 )
+from vaultq.embeddings.fallback import FallbackProvider
 from vaultq.privacy.envelope import (
     DATA_KEY_BYTES,
     FORMAT_VERSION,
@@ -94,6 +100,7 @@ __all__ = [
     "Regenerated",
     "VectorKey",
     "embed_upload",
+    "ensure_collection",
     "load_upload",
     "open_vector",
     "process_upload",
@@ -226,6 +233,31 @@ def search_sealed(
             row.fill(0)
 
 
+def ensure_collection(
+    vectors: VectorStore, name: str, *, provider: EmbeddingProvider, mode: Mode | str
+) -> Collection:
+    """Create collection ``name`` for ``provider``'s vectors, or check the existing one holds
+    vectors of its dimension; ``InvalidSettings`` naming both dimensions otherwise."""
+    try:
+        return _same_space(vectors.collection(name), provider)
+    except errors.CollectionNotFound:
+        return vectors.create_collection(name, dimension=provider.dimension, mode=mode)
+
+
+def _collection(services: EmbeddingServices) -> Collection:
+    return _same_space(services.vectors.collection(services.collection), services.provider)
+
+
+def _same_space(collection: Collection, provider: EmbeddingProvider) -> Collection:
+    if collection.dimension != provider.dimension:
+        raise errors.InvalidSettings(
+            f"collection {collection.name} holds {collection.dimension}-dimension vectors but "
+            f"{provider.name} gives {provider.dimension}: a collection holds one model's "
+            "vectors; embed into another collection (and regenerate) to change models"
+        )
+    return collection
+
+
 def process_upload(
     services: EmbeddingServices,
     record: Mapping[str, Any],
@@ -261,7 +293,7 @@ def embed_upload(
     ``failure_reason``) without having stored anything for the failing batch; earlier
     batches stay stored (upserts are idempotent, so a retry simply does them again)."""
     progress = _Progress(job, total=len(upload.messages))
-    collection = services.vectors.collection(services.collection)
+    collection = _collection(services)
     wrapped = upload.wrapped_vector_key
     with _vector_key_for(services, collection, upload.tenant, wrapped, upload.job_id) as vkey:
         results = _embed_messages(
@@ -298,7 +330,7 @@ def regenerate(
     results: list[MessageResult] = []
     wrapped = None if vector_key is None else vector_key.wrapped_key
     bound_to = "" if vector_key is None else vector_key.request_id
-    collection = services.vectors.collection(services.collection)
+    collection = _collection(services)
     with _vector_key_for(services, collection, tenant, wrapped, bound_to) as vkey:
         for upload in _tenant_uploads(services, tenant):
             chosen = tuple(m for m in upload.messages if m.message_id in wanted)
@@ -321,7 +353,7 @@ def search_query(
     """The ``k`` of ``tenant``'s messages nearest a sealed query: the query is opened and
     embedded in memory, the tenant's vectors opened (sealed collections) and ranked; every
     key and buffer is overwritten before returning. ``(message_id, score)``, best first."""
-    collection = services.vectors.collection(services.collection)
+    collection = _collection(services)
     unwrapped = services.key_ring.unwrap(query.wrapped_key, tenant=tenant, job_id=query.query_id)
     with wiping(unwrapped) as data_key:
         opened = open_sealed(
@@ -372,7 +404,7 @@ def _embed_messages(
     progress: _Progress,
     clock: Callable[[], float],
 ) -> list[MessageResult]:
-    collection = services.vectors.collection(services.collection)
+    collection = _collection(services)
     results: list[MessageResult] = []
     unwrapped = services.key_ring.unwrap(
         upload.wrapped_key, tenant=upload.tenant, job_id=upload.job_id
@@ -478,8 +510,8 @@ def _process_batch(
 ) -> list[MessageResult]:
     started = clock()
     tenant = upload.tenant
-    metadata = {"model": services.provider.name}
-    vectors = _embed_batch(services.provider, tenant, batch, data_key)
+    vectors, model = _embed_batch(services.provider, tenant, batch, data_key)
+    metadata = {"model": model}
     try:
         items = [
             _item(tenant, message.message_id, row, vkey, metadata)
@@ -494,7 +526,7 @@ def _process_batch(
             message_id=message.message_id,
             embedding_stored=True,
             processing_time_ms=share_ms,
-            model=services.provider.name,
+            model=model,
         )
         for message in batch
     ]
@@ -502,7 +534,8 @@ def _process_batch(
 
 def _embed_batch(
     provider: EmbeddingProvider, tenant: str, batch: Sequence[Any], data_key: bytearray
-) -> NDArray[np.float32]:
+) -> tuple[NDArray[np.float32], str]:
+    """The batch's vectors and the name of the model that embedded them."""
     opened: list[bytearray] = []
     try:
         for message in batch:
@@ -512,7 +545,13 @@ def _embed_batch(
                 )
             )
         # The provider takes str, which Python cannot wipe: these copies live until collected.
-        return provider.embed([_text(buffer) for buffer in opened])
+        texts = [_text(buffer) for buffer in opened]
+        if not isinstance(provider, FallbackProvider):
+            return provider.embed(texts), provider.name
+        vectors, used = provider.embed_reporting(texts)
+        if used is provider.fallback:
+            log.warning("%d messages embedded by the fallback %s", len(texts), used.name)
+        return vectors, used.name
     finally:
         for buffer in opened:
             wipe(buffer)

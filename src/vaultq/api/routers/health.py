@@ -24,7 +24,7 @@ def readyz(api: Services) -> dict[str, str]:
     """The stores answer; 503 (problem details) when one does not."""
     api.queues.list_queues(prefix="vaultq-readiness-")
     if api.settings.queue_enabled:
-        for queue in {route.queue for route in api.app.job_routes.values()}:
+        for queue in {queue for route in api.app.job_routes.values() for queue in route.queues}:
             api.queues.get_queue(queue)
     api.outbox.count()
     return {"status": "ready"}

@@ -330,10 +330,11 @@ def _create(
         body["files"] = {
             name: {"bucket": route.bucket, "key": path} for name, path in files.items()
         }
-    fifo = api.app.queues[route.queue].attributes.fifo
+    queue = route.queue_for(submission.payload)
+    fifo = api.app.queues[queue].attributes.fifo
     send = PendingSend(
         id=key.job_id,
-        queue=route.queue,
+        queue=queue,
         body=dumps(body),
         attributes={JOB_ATTRIBUTE: str(key), TENANT_ATTRIBUTE: tenant},
         group_id=(route.message_group or f"{tenant}.{key.client_id}") if fifo else None,
