@@ -221,6 +221,7 @@ def services() -> EmbeddingServices:
         collection=COLLECTION,
         batch_size=local.batch_size,
         bucket=BUCKET,
+        metrics=wiring.open_metrics(),
     )
 
 

@@ -27,6 +27,7 @@ from vaultq.client import upload_messages
 from vaultq.embeddings import LocalSentenceModel
 from vaultq.embeddings.pipeline import search_sealed, vector_key
 from vaultq.jobs.protocol import JobKey
+from vaultq.observe.protocol import EMBEDDING_BATCHES
 from vaultq.privacy.keys import generate_worker_key
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.runtime.worker import Worker
@@ -104,6 +105,18 @@ class Deployment:
         finally:
             vectors.close()
         return {item.message_id: str(item.metadata["model"]) for item in page.items}
+
+    def embedding_batches(self) -> dict[tuple[str, str], tuple[int, float]]:
+        metrics = wiring.open_metrics(f"sqlite:///{self.root}/vaultq.db")
+        try:
+            totals = metrics.totals()
+        finally:
+            metrics.close()
+        return {
+            (t.labels["model"], t.labels["fallback"]): (t.count, t.sum)
+            for t in totals
+            if t.name == EMBEDDING_BATCHES
+        }
 
     def dead_letter_of(self, job_id: str) -> ReceivedMessage:
         def find() -> ReceivedMessage | None:
@@ -298,3 +311,13 @@ def test_batches_the_endpoint_fails_are_embedded_locally_and_counted(
     log = (with_fallback.root / "handler.log").read_text()
     assert "3 messages embedded by the fallback all-MiniLM-L6-v2" in log
     assert API_KEY not in log
+    # Batches and messages per model, fallbacks apart, as /metrics exports them.
+    assert wait_for(
+        lambda: (
+            with_fallback.embedding_batches()
+            == {
+                (REMOTE, "false"): (1, 2.0),
+                (LOCAL, "true"): (2, 5.0),
+            }
+        )
+    )

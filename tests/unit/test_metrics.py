@@ -296,6 +296,8 @@ def test_sweep_expired_removes_a_backlog_larger_than_one_batch(
         lambda s: s.record_api_request("/jobs/a%20b", status_code=200, duration_seconds=0.1),
         lambda s: s.record_api_request("/jobs", status_code=99, duration_seconds=0.1),
         lambda s: s.record_api_request("/jobs", status_code=True, duration_seconds=0.1),
+        lambda s: s.record_embedding_batch("my model", fallback=False, messages=1),
+        lambda s: s.record_embedding_batch("all-MiniLM-L6-v2", fallback=True, messages=-1),
     ],
     ids=[
         "unknown-outcome",
@@ -307,6 +309,8 @@ def test_sweep_expired_removes_a_backlog_larger_than_one_batch(
         "route-with-encoded-value",
         "status-below-100",
         "status-bool",
+        "model-with-space",
+        "negative-embedded-messages",
     ],
 )
 def test_a_malformed_record_is_refused_and_records_nothing(
@@ -559,6 +563,25 @@ def test_handler_and_api_counters_show_what_another_process_recorded(
     assert value(samples, requests, route="/jobs/{job_id}", status_class="5xx") == 1
     assert value(samples, "vaultq_api_request_duration_seconds_count", route="/jobs/{job_id}") == 2
     assert value(samples, "vaultq_api_request_duration_seconds_sum", route="/jobs/{job_id}") == 0.75
+    api_server.close()
+
+
+def test_embedded_batches_are_exported_by_model_with_fallbacks_apart(
+    queues: SqliteQueues, db_path: Path, clock: FakeClock
+) -> None:
+    worker = SqliteMetrics(db_path, clock=clock)
+    worker.record_embedding_batch("text-embedding-3-small", fallback=False, messages=64)
+    worker.record_embedding_batch("all-MiniLM-L6-v2", fallback=True, messages=64)
+    worker.record_embedding_batch("all-MiniLM-L6-v2", fallback=True, messages=10)
+    worker.close()
+    api_server = SqliteMetrics(db_path, clock=clock)
+
+    samples = scrape(VaultqCollector(queues=queues, metrics=api_server))
+
+    batches, messages = "vaultq_embedding_batches_total", "vaultq_embedding_messages_total"
+    assert value(samples, batches, model="text-embedding-3-small", fallback="false") == 1
+    assert value(samples, batches, model="all-MiniLM-L6-v2", fallback="true") == 2
+    assert value(samples, messages, model="all-MiniLM-L6-v2", fallback="true") == 74
     api_server.close()
 
 

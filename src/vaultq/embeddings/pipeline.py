@@ -90,6 +90,7 @@ if TYPE_CHECKING:
 
     from vaultq.blobs.protocol import BlobStore, ObjectInfo
     from vaultq.embeddings.protocol import EmbeddingProvider
+    from vaultq.observe.protocol import MetricsStore
     from vaultq.privacy.keys import KeyRing, WrappedKey
     from vaultq.runtime.jobs import JobHandle
     from vaultq.vectors.protocol import Collection, VectorStore
@@ -131,6 +132,8 @@ class EmbeddingServices:
     batch_size: int = 64
     #: Where upload objects live, for ``regenerate``.
     bucket: str = "messages"
+    #: Counts each embedded batch by model, and whether a fallback stood in.
+    metrics: MetricsStore | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= MAX_BATCH:
@@ -510,7 +513,9 @@ def _process_batch(
 ) -> list[MessageResult]:
     started = clock()
     tenant = upload.tenant
-    vectors, model = _embed_batch(services.provider, tenant, batch, data_key)
+    vectors, model, fell_back = _embed_batch(services.provider, tenant, batch, data_key)
+    if services.metrics is not None:
+        services.metrics.record_embedding_batch(model, fallback=fell_back, messages=len(batch))
     metadata = {"model": model}
     try:
         items = [
@@ -534,8 +539,9 @@ def _process_batch(
 
 def _embed_batch(
     provider: EmbeddingProvider, tenant: str, batch: Sequence[Any], data_key: bytearray
-) -> tuple[NDArray[np.float32], str]:
-    """The batch's vectors and the name of the model that embedded them."""
+) -> tuple[NDArray[np.float32], str, bool]:
+    """The batch's vectors, the name of the model that embedded them, and whether that was
+    a fallback standing in for a failing provider."""
     opened: list[bytearray] = []
     try:
         for message in batch:
@@ -547,11 +553,12 @@ def _embed_batch(
         # The provider takes str, which Python cannot wipe: these copies live until collected.
         texts = [_text(buffer) for buffer in opened]
         if not isinstance(provider, FallbackProvider):
-            return provider.embed(texts), provider.name
+            return provider.embed(texts), provider.name, False
         vectors, used = provider.embed_reporting(texts)
-        if used is provider.fallback:
+        fell_back = used is provider.fallback
+        if fell_back:
             log.warning("%d messages embedded by the fallback %s", len(texts), used.name)
-        return vectors, used.name
+        return vectors, used.name, fell_back
     finally:
         for buffer in opened:
             wipe(buffer)

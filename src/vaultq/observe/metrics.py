@@ -28,6 +28,7 @@ from vaultq import errors
 from vaultq.jobs.protocol import JobStatus, validate_status
 from vaultq.observe.protocol import (
     API_REQUESTS,
+    EMBEDDING_BATCHES,
     HANDLER_INVOCATIONS,
     HANDLER_MESSAGES,
     InvocationOutcome,
@@ -149,7 +150,7 @@ class VaultqCollector(Collector):
 
     def _metric_families(self) -> list[Metric]:
         totals = self._metrics.totals()
-        return [*_handler_families(totals), *_api_families(totals)]
+        return [*_handler_families(totals), *_api_families(totals), *_embedding_families(totals)]
 
     # -- failures -------------------------------------------------------------------------
 
@@ -261,3 +262,21 @@ def _api_families(totals: Sequence[SeriesTotal]) -> list[Metric]:
     for route, (count, seconds) in per_route.items():
         duration.add_metric([route], count, seconds)
     return [requests_total, duration]
+
+
+def _embedding_families(totals: Sequence[SeriesTotal]) -> list[Metric]:
+    batches = _by_labels(totals, EMBEDDING_BATCHES, ("model", "fallback"))
+    batches_total = CounterMetricFamily(
+        "vaultq_embedding_batches",
+        "Batches embedded, by model and whether a fallback model stood in",
+        labels=["model", "fallback"],
+    )
+    messages_total = CounterMetricFamily(
+        "vaultq_embedding_messages",
+        "Messages embedded, by model and whether a fallback model stood in",
+        labels=["model", "fallback"],
+    )
+    for (model, fallback), total in sorted(batches.items()):
+        batches_total.add_metric([model, fallback], total.count)
+        messages_total.add_metric([model, fallback], total.sum)
+    return [batches_total, messages_total] if batches else []

@@ -29,7 +29,10 @@ HANDLER_INVOCATIONS = "handler_invocations"
 HANDLER_MESSAGES = "handler_messages"
 #: HTTP API requests: labels ``route``, ``status_class``; the sum is their duration.
 API_REQUESTS = "api_requests"
-METRIC_NAMES = frozenset({HANDLER_INVOCATIONS, HANDLER_MESSAGES, API_REQUESTS})
+#: Batches an embedding provider embedded: labels ``model``, ``fallback`` (``true`` when a
+#: fallback model stood in for a failing provider); the sum is their messages.
+EMBEDDING_BATCHES = "embedding_batches"
+METRIC_NAMES = frozenset({HANDLER_INVOCATIONS, HANDLER_MESSAGES, API_REQUESTS, EMBEDDING_BATCHES})
 
 #: The ``route`` of a request that matched no route: raw paths would leak ids and let any
 #: client create series without bound.
@@ -43,6 +46,8 @@ _HANDLER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A route template such as /api/v1/jobs/{job_id}: no '?', '=', '%', '&' or spaces, so
 # neither a query string nor an encoded value can become a label.
 _ROUTE = re.compile(r"[A-Za-z0-9_{}./:~-]{1,256}")
+# A model name as providers spell them: all-MiniLM-L6-v2, text-embedding-3-small, org/model.
+_MODEL = re.compile(r"[A-Za-z0-9_./:-]{1,128}")
 
 
 class InvocationOutcome(StrEnum):
@@ -144,6 +149,11 @@ class MetricsStore(Protocol):
         first, so the store always reads its own counts."""
         ...
 
+    def record_embedding_batch(self, model: str, *, fallback: bool, messages: int) -> None:
+        """Count one embedded batch of ``messages`` and the model that embedded it;
+        ``fallback`` says it stood in for a failing provider."""
+        ...
+
     def totals(self) -> list[SeriesTotal]:
         """Every series' running total, for Prometheus counters."""
         ...
@@ -235,6 +245,17 @@ def api_request_increments(
     labels = {"route": route, "status_class": f"{status_code // 100}xx"}
     duration = _check_duration(duration_seconds)
     return [Increment(name=API_REQUESTS, labels=labels, count=1, sum=duration)]
+
+
+def embedding_batch_increments(model: str, *, fallback: bool, messages: int) -> list[Increment]:
+    """The series one embedded batch adds to; raises ``InvalidParameterValue`` before any."""
+    if not isinstance(model, str) or not _MODEL.fullmatch(model):
+        raise errors.InvalidParameterValue("model must be 1-128 of A-Z a-z 0-9 _ . / : -")
+    if not isinstance(fallback, bool):
+        raise errors.InvalidParameterValue("fallback must be true or false")
+    _check_count("messages", messages)
+    labels = {"model": model, "fallback": str(fallback).lower()}
+    return [Increment(name=EMBEDDING_BATCHES, labels=labels, count=1, sum=float(messages))]
 
 
 def validate_since(since_ms: object) -> int:

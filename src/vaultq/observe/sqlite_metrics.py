@@ -34,6 +34,7 @@ from vaultq.observe.protocol import (
     DEFAULT_RETENTION_SECONDS,
     SeriesTotal,
     api_request_increments,
+    embedding_batch_increments,
     invocation_increments,
     validate_since,
 )
@@ -123,6 +124,9 @@ class SqliteMetrics:
                     target=self._flush_every_second, name="vaultq-metrics", daemon=True
                 )
                 self._flusher.start()
+
+    def record_embedding_batch(self, model: str, *, fallback: bool, messages: int) -> None:
+        self._add(embedding_batch_increments(model, fallback=fallback, messages=messages))
 
     def flush(self) -> None:
         """Write the requests counted in memory, in one transaction."""
