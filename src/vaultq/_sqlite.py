@@ -81,12 +81,16 @@ class GroupCommit:
 
     Each write runs in its own savepoint: one that raises is undone alone, and its caller
     gets the error, while the others commit. A failed commit fails every write of its group.
+
+    Each waiting thread is woken exactly once: when its group committed, or to lead the next
+    group. (A condition shared by all would wake every waiter at each commit, and each wake-up
+    is a switch of the GIL that the other threads, serving requests, wait for.)
     """
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self._conn = conn
         self._lock = lock
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._queued: list[_Write[Any]] = []
         self._leading = False
         #: Transactions committed; fewer than writes when concurrent writes share them.
@@ -95,24 +99,30 @@ class GroupCommit:
     def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
         """``write(conn)``'s result once its transaction committed; what it raised, else."""
         item: _Write[T] = _Write(write)
-        with self._cond:
+        with self._mutex:
             self._queued.append(item)
-            while self._leading and not item.done:
-                self._cond.wait()
-            group: list[_Write[Any]] | None = None
-            if not item.done:
-                self._leading = True
-                group, self._queued = self._queued, []
-        if group is not None:
-            try:
-                self._commit(group)
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
+            follow, self._leading = self._leading, True
+        if follow:
+            item.wake.acquire()
+        if not item.done:
+            self._lead()
         if item.error is not None:
             raise item.error
         return item.result
+
+    def _lead(self) -> None:
+        with self._mutex:
+            group, self._queued = self._queued, []
+        try:
+            self._commit(group)
+        finally:
+            with self._mutex:
+                successor = self._queued[0] if self._queued else None
+                self._leading = successor is not None
+            for item in group:
+                item.wake.release()
+            if successor is not None:
+                successor.wake.release()
 
     def _commit(self, group: list[_Write[Any]]) -> None:
         try:
@@ -131,13 +141,16 @@ class GroupCommit:
 
 
 class _Write(Generic[T]):
-    __slots__ = ("done", "error", "result", "write")
+    __slots__ = ("done", "error", "result", "wake", "write")
 
     def __init__(self, write: Callable[[sqlite3.Connection], T]) -> None:
         self.write = write
         self.result: T
         self.error: BaseException | None = None
         self.done = False
+        # Held until the write's thread may go on: released once, by the thread that led.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
     def apply(self, conn: sqlite3.Connection) -> None:
         conn.execute("SAVEPOINT vaultq_write")

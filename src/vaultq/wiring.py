@@ -94,15 +94,16 @@ def open_jobs(url: str | None = None, *, durable_updates: bool = True) -> JobSto
     return store
 
 
-def open_outbox(url: str | None = None) -> Outbox:
+def open_outbox(url: str | None = None, *, durable_adds: bool = True) -> Outbox:
     """On AWS, the state table (``state_table=``, default ``vaultq-state``) unless the URL
-    names a local ``state=`` database."""
+    names a local ``state=`` database. ``durable_adds=False``: see ``vaultq.outbox.sqlite``
+    (the state table's writes are durable either way)."""
     url = url or load_settings().url
     if _uses_state_table(url):
         dynamodb: Outbox = _load(_OUTBOX_ADAPTERS, "aws")(**_state_table_options(url))
         return dynamodb
     factory, path, _options = _resolve(_OUTBOX_ADAPTERS, url)
-    outbox: Outbox = factory(path)
+    outbox: Outbox = factory(path, durable_adds=durable_adds)
     return outbox
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tests.api.conftest import token, wait_for
+from vaultq.outbox.sqlite import SqliteOutbox
 from vaultq.queues.sqlite import SqliteQueues
 
 if TYPE_CHECKING:
@@ -37,3 +38,26 @@ def test_jobs_wait_in_the_outbox_until_the_queue_is_back(start: Callable[..., Se
         assert all(job["progress"] == 1.0 for job in attempts)
     finally:
         queues.close()
+
+
+def test_an_accepted_job_is_on_its_queue_and_out_of_the_outbox(
+    start: Callable[..., Server],
+) -> None:
+    # Given `vaultq up` with no worker to take messages away
+    server = start(workers=0)
+    client = server.client(token())
+
+    # When jobs are accepted
+    accepted = [client.post("/jobs", json={"payload": i}) for i in range(3)]
+
+    # Then each job's message waits on the app's queue, and no send is left to the pump
+    assert [answer.status_code for answer in accepted] == [202] * 3
+    database = server.data / "vaultq.db"
+    queues = SqliteQueues(database)
+    outbox = SqliteOutbox(database)
+    try:
+        assert queues.stats("demo-jobs").visible == 3
+        assert outbox.count() == 0
+    finally:
+        queues.close()
+        outbox.close()

@@ -297,3 +297,26 @@ def test_two_limiters_racing_in_threads_never_spend_one_token_twice(
         thread.join(timeout=30)
 
     assert sum(allowed) == 10
+
+
+def test_many_threads_of_one_limiter_at_once_are_allowed_exactly_the_burst(
+    open_limiter: OpenLimiter,
+) -> None:
+    # Given one limiter whose concurrent decisions share transactions
+    limiter = open_limiter(default=TokenBucket(rate_per_second=0.001, burst=50))
+    start = threading.Barrier(32)
+    allowed = [0] * 32
+
+    def hammer(index: int) -> None:
+        start.wait()
+        allowed[index] = sum(limiter.acquire("api:acme").allowed for _ in range(4))
+
+    # When 32 threads ask for 128 tokens at once
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    # Then each decision saw the one before it: exactly the burst was allowed
+    assert sum(allowed) == 50

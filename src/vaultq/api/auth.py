@@ -37,7 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from vaultq.errors import Forbidden, InvalidParameterValue, InvalidSettings, Unauthenticated
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -497,28 +497,31 @@ _VERIFIER_STATE = "vaultq_token_verifier"
 _Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def principal_dependency(verifier: TokenVerifier) -> Callable[..., Principal]:
+def principal_dependency(verifier: TokenVerifier) -> Callable[..., Awaitable[Principal]]:
     """A dependency giving the caller verified by ``verifier``; raises `Unauthenticated`."""
 
-    def authenticated_principal(credentials: _Credentials) -> Principal:
+    async def authenticated_principal(credentials: _Credentials) -> Principal:
         return _authenticate(verifier, credentials)
 
     return authenticated_principal
 
 
-def current_principal(request: Request, credentials: _Credentials) -> Principal:
+async def current_principal(request: Request, credentials: _Credentials) -> Principal:
     """A dependency giving the caller, verified by the verifier `install_auth` bound to the
-    app. Routers can use it (and `require`) at import time, before any settings are read."""
+    app. Routers can use it (and `require`) at import time, before any settings are read.
+
+    Verifying a token is CPU work with no I/O (keys are loaded at start-up), so it runs on
+    the event loop: a worker thread would cost more than the check itself."""
     verifier = getattr(request.app.state, _VERIFIER_STATE, None)
     if not isinstance(verifier, TokenVerifier):
         raise RuntimeError("no TokenVerifier on this app: call install_auth(app, verifier)")
     return _authenticate(verifier, credentials)
 
 
-def require(permission: Permission) -> Callable[..., Principal]:
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency giving the caller if it holds ``permission``; raises `Forbidden`."""
 
-    def authorized_principal(
+    async def authorized_principal(
         principal: Annotated[Principal, Depends(current_principal)],
     ) -> Principal:
         authorize(principal, permission)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import uvicorn
 
@@ -65,6 +66,9 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
     )
     alarms = wiring.open_alarms(settings.url)
     api_settings = ApiSettings.from_settings(settings)
+    # Embedded, the outbox, the jobs and the queues share one file: a submission's job
+    # creation (synchronous=FULL) makes its outbox row durable, and that row its message.
+    embedded = urlsplit(settings.url).scheme == "sqlite"
     return ApiServices(
         app=app,
         queues=queues,
@@ -74,12 +78,19 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
         metrics=lambda: (render(registry), CONTENT_TYPE),
         alarms=alarms,
         alarm_evaluator=_alarm_evaluator(app, settings, alarms, queues, metrics_store),
-        outbox=wiring.open_outbox(settings.url),
+        outbox=wiring.open_outbox(settings.url, durable_adds=not embedded),
+        delivery=wiring.open_queues(_process_durability(settings.url)) if embedded else None,
         blobs=blobs,
         idempotency=wiring.open_idempotency_store(settings.url),
         verifier=TokenVerifier(auth),
         settings=api_settings,
     )
+
+
+def _process_durability(url: str) -> str:
+    # Not urlunsplit: it would turn sqlite:////abs.db into the relative sqlite:///abs.db.
+    base, _, query = url.partition("?")
+    return f"{base}?{urlencode({**dict(parse_qsl(query)), 'durability': 'process'})}"
 
 
 def _alarm_evaluator(
@@ -126,6 +137,7 @@ def serve(
         _stop_workers(processes)
         for store in (
             services.queues,
+            services.delivery,
             services.jobs,
             services.outbox,
             services.blobs,

@@ -87,6 +87,11 @@ class ApiServices:
     #: while the API is up.
     alarms: AlarmStore | None = None
     alarm_evaluator: AlarmEvaluator | None = None
+    #: Where outbox sends go, if not ``queues``: on the embedded backend, the same queues
+    #: opened with ``durability="process"``. A send's outbox row is already durable in the
+    #: same file and its removal commits after the send, so a power cut can only lose the
+    #: send together with the removal, and the pump sends the row again.
+    delivery: QueueBackend | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _pump: threading.Thread | None = None
 
@@ -106,7 +111,7 @@ class ApiServices:
         if not self.settings.queue_enabled:
             return False
         try:
-            deliver(self.queues, send)
+            deliver(self.delivery or self.queues, send)
         except errors.BackendUnavailable as exc:
             log.warning("queue unavailable, job kept in the outbox: %s", exc.code)
             return False

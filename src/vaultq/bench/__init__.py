@@ -148,13 +148,9 @@ def api_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """`vaultq up` under concurrent clients: POST /jobs beside GET /healthz, rps and latency."""
+    from vaultq.bench import api  # noqa: PLC0415 - only this command needs it
+
     progress = Console(stderr=True, log_path=False)
-    try:
-        # Imported here: its HTTP client, httpx2, is a test-group dependency, not vaultq's.
-        from vaultq.bench import api  # noqa: PLC0415
-    except ModuleNotFoundError as exc:
-        progress.print(f"vaultq bench api needs {exc.name} (pip install --group test)")
-        raise typer.Exit(1) from exc
     report = api.run_api_bench(seconds=seconds, clients=clients, on_start=progress.log)
     if as_json:
         Console().out(json.dumps(report.to_json(), indent=2), highlight=False)

@@ -4,15 +4,20 @@ One ``vaultq up`` (one API process with one event loop, one worker process, a fr
 directory, a generated HS256 secret, rate limits far above what the run sends) serves both
 phases: the clients and both processes share the machine's cores. Each client is a task with its own
 keep-alive connection that sends its next request as soon as the last one answers; the first
-part of each phase warms the connections up and is not counted. ``GET /healthz`` runs first,
-while the worker is idle: it is the floor the HTTP stack itself costs. ``POST /jobs`` runs
-second, with the worker draining the jobs it accepts, as ``vaultq up`` would serve them.
+part of each phase warms the connections up and is not counted. The clients speak HTTP/1.1
+themselves (prebuilt request bytes; a status line, headers and a ``Content-Length`` body
+read back), so that the cores measure the server rather than a client library.
+``GET /healthz`` runs first, while the worker is idle: it is the floor the HTTP stack itself
+costs. ``POST /jobs`` runs second, with the worker draining the jobs it accepts, as
+``vaultq up`` would serve them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import os
 import secrets
 import signal
@@ -26,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx2 as httpx
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -43,6 +47,7 @@ _START_TIMEOUT_SECONDS = 60.0
 _STOP_TIMEOUT_SECONDS = 60.0
 _MAX_WARMUP_SECONDS = 1.0
 _REQUEST_TIMEOUT_SECONDS = 30.0
+_HOST = "127.0.0.1"
 # Far above what any run sends (the settings' own maxima), so the limiter never answers 429.
 _RATE_LIMIT_PER_SECOND = "100000"
 _RATE_LIMIT_BURST = "1000000"
@@ -122,6 +127,19 @@ class _Request:
     method: str
     path: str
     json: dict[str, Any] | None = None
+
+    def encode(self, *, host: str, token: str) -> bytes:
+        """The request's bytes, built once and sent as they are by every client."""
+        body = b"" if self.json is None else json.dumps(self.json).encode()
+        head = [
+            f"{self.method} {self.path} HTTP/1.1",
+            f"Host: {host}",
+            f"Authorization: Bearer {token}",
+            f"Content-Length: {len(body)}",
+        ]
+        if self.json is not None:
+            head.append("Content-Type: application/json")
+        return "\r\n".join([*head, "", ""]).encode() + body
 
 
 _HEALTH = _Request(endpoint="GET /healthz", method="GET", path="/healthz")
@@ -238,9 +256,14 @@ def _number(value: object) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Server:
-    base_url: str
+    host: str
+    port: int
     token: str
     process: subprocess.Popen[bytes]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 @contextlib.contextmanager
@@ -257,9 +280,8 @@ def _served(directory: Path) -> Iterator[_Server]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_until_healthy(base_url, process)
-        yield _Server(base_url=base_url, token=_mint_token(directory, env), process=process)
+        _wait_until_healthy(_HOST, port, process)
+        yield _Server(host=_HOST, port=port, token=_mint_token(directory, env), process=process)
     finally:
         _stop(process)
 
@@ -296,24 +318,29 @@ def _environment(directory: Path) -> dict[str, str]:
 
 def _free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((_HOST, 0))
         return int(probe.getsockname()[1])
 
 
-def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_until_healthy(host: str, port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_SECONDS
-    with httpx.Client(base_url=base_url, timeout=1.0) as probe:
-        while True:
-            try:
-                if probe.get("/healthz").status_code == httpx.codes.OK:
-                    return
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"vaultq up exited with status {process.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vaultq up did not answer within {_START_TIMEOUT_SECONDS} s")
-            time.sleep(0.1)
+    while not _healthy(host, port):
+        if process.poll() is not None:
+            raise RuntimeError(f"vaultq up exited with status {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"vaultq up did not answer within {_START_TIMEOUT_SECONDS} s")
+        time.sleep(0.1)
+
+
+def _healthy(host: str, port: int) -> bool:
+    probe = http.client.HTTPConnection(host, port, timeout=1.0)
+    try:
+        probe.request("GET", _HEALTH.path)
+        return probe.getresponse().status == http.HTTPStatus.OK
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _mint_token(directory: Path, env: dict[str, str]) -> str:
@@ -376,25 +403,82 @@ async def _measure(
 async def _client(
     server: _Server, request: _Request, *, measure_from: float, stop_at: float
 ) -> _Tally:
-    """One client: one keep-alive connection, the next request as soon as the last answers."""
+    """One client: one keep-alive connection, the next request as soon as the last answers.
+    A request that fails on the wire counts as an error named by its exception, and the
+    client reconnects."""
     tally = _Tally()
-    async with httpx.AsyncClient(
-        base_url=server.base_url,
-        headers={"Authorization": f"Bearer {server.token}"},
-        timeout=_REQUEST_TIMEOUT_SECONDS,
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-    ) as client:
-        while (sent := time.perf_counter()) < stop_at:
-            try:
-                response = await client.request(request.method, request.path, json=request.json)
-                status = str(response.status_code)
-            except httpx.TransportError as exc:
-                status = type(exc).__name__
-            done = time.perf_counter()
-            if measure_from <= done <= stop_at:
-                tally.latencies_seconds.append(done - sent)
-                tally.statuses[status] += 1
+    raw = request.encode(host=f"{server.host}:{server.port}", token=server.token)
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    try:
+        # One deadline for the whole phase (cheaper than one timer per request): a server
+        # that stops answering ends the client with an error instead of hanging the bench.
+        async with asyncio.timeout_at(_loop_time_at(stop_at + _REQUEST_TIMEOUT_SECONDS)):
+            while (sent := time.perf_counter()) < stop_at:
+                try:
+                    if connection is None:
+                        connection = await asyncio.open_connection(server.host, server.port)
+                    reader, writer = connection
+                    writer.write(raw)
+                    status, keep_alive = await _read_response(reader)
+                except _WIRE_ERRORS as exc:
+                    status, keep_alive = type(exc).__name__, False
+                if not keep_alive and connection is not None:
+                    connection[1].close()
+                    connection = None
+                done = time.perf_counter()
+                if measure_from <= done <= stop_at:
+                    tally.latencies_seconds.append(done - sent)
+                    tally.statuses[status] += 1
+    except TimeoutError:
+        tally.statuses["TimeoutError"] += 1
+    finally:
+        if connection is not None:
+            connection[1].close()
     return tally
+
+
+class _MalformedResponse(Exception):
+    pass
+
+
+_WIRE_ERRORS = (
+    OSError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    _MalformedResponse,
+)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[str, bool]:
+    """Read one HTTP/1.1 response: its status code, and whether the connection stays open.
+    Only what vaultq's server sends is understood: a ``Content-Length`` body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head[:-4].split(b"\r\n")
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise _MalformedResponse
+    length: int | None = None
+    keep_alive = True
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            if not value.strip().isdigit():
+                raise _MalformedResponse
+            length = int(value)
+        elif name == b"connection":
+            keep_alive = value.strip().lower() != b"close"
+        elif name == b"transfer-encoding":
+            raise _MalformedResponse
+    if length is None:
+        raise _MalformedResponse
+    await reader.readexactly(length)
+    return parts[1].decode(), keep_alive
+
+
+def _loop_time_at(perf_counter_moment: float) -> float:
+    """The event loop's clock reading at a ``time.perf_counter()`` moment."""
+    return asyncio.get_running_loop().time() + (perf_counter_moment - time.perf_counter())
 
 
 def _percentile_ms(sorted_seconds: Sequence[float], percent: int) -> float:

@@ -9,12 +9,13 @@ cut may lose the commits made since the log was last synced (by a checkpoint, or
 ``synchronous=FULL`` commit of a store sharing the file), about the last second of metrics;
 it never corrupts them, and a crash of a process loses nothing it committed.
 
-API requests are counted in memory and written once a second by a background thread, in one
-transaction for all of that second's series: a request then costs a dictionary update, not a
-write, so the event loop calls it directly. Every read of this store and ``close`` write
-what is pending first, so this process always reads its own counts; other processes see
-them within about a second. A crash of the process (not a graceful stop) loses the requests
-of its last second.
+API requests and handler invocations are counted in memory and written once a second by a
+background thread, in one transaction for all of that second's series: a request then costs
+a dictionary update, not a write, so the event loop calls it directly, and a worker's
+invocation does not take the file's write lock from the API's submissions. Every read of
+this store and ``close`` write what is pending first, so this process always reads its own
+counts; other processes see them within about a second. A crash of the process (not a
+graceful stop) loses the counts of its last second.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class SqliteMetrics:
         failed: int,
         dead_lettered: int,
     ) -> None:
-        self._add(
+        self._count(
             invocation_increments(
                 handler,
                 outcome=outcome,
@@ -109,27 +110,17 @@ class SqliteMetrics:
         )
 
     def record_api_request(self, route: str, *, status_code: int, duration_seconds: float) -> None:
-        increments = api_request_increments(
-            route, status_code=status_code, duration_seconds=duration_seconds
+        self._count(
+            api_request_increments(
+                route, status_code=status_code, duration_seconds=duration_seconds
+            )
         )
-        minute_ms = self._now_ms() // BUCKET_MS * BUCKET_MS
-        with self._pending_lock:
-            for increment in increments:
-                key = (increment.name, _encode_labels(increment.labels), minute_ms)
-                amounts = self._pending.setdefault(key, [0, 0.0])
-                amounts[0] += increment.count
-                amounts[1] += increment.sum
-            if self._flusher is None:
-                self._flusher = threading.Thread(
-                    target=self._flush_every_second, name="vaultq-metrics", daemon=True
-                )
-                self._flusher.start()
 
     def record_embedding_batch(self, model: str, *, fallback: bool, messages: int) -> None:
-        self._add(embedding_batch_increments(model, fallback=fallback, messages=messages))
+        self._count(embedding_batch_increments(model, fallback=fallback, messages=messages))
 
     def flush(self) -> None:
-        """Write the requests counted in memory, in one transaction."""
+        """Write the counts kept in memory, in one transaction."""
         with self._flush_lock:
             with self._pending_lock:
                 pending, self._pending = self._pending, {}
@@ -183,20 +174,19 @@ class SqliteMetrics:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _add(self, increments: Sequence[Increment]) -> None:
-        with self._write() as conn:
-            now = self._sweep_if_due(conn)
-            minute_ms = now - now % BUCKET_MS
+    def _count(self, increments: Sequence[Increment]) -> None:
+        minute_ms = self._now_ms() // BUCKET_MS * BUCKET_MS
+        with self._pending_lock:
             for increment in increments:
-                labels = _encode_labels(increment.labels)
-                self._upsert(
-                    conn,
-                    increment.name,
-                    labels,
-                    minute_ms,
-                    count=increment.count,
-                    total=increment.sum,
+                key = (increment.name, _encode_labels(increment.labels), minute_ms)
+                amounts = self._pending.setdefault(key, [0, 0.0])
+                amounts[0] += increment.count
+                amounts[1] += increment.sum
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_every_second, name="vaultq-metrics", daemon=True
                 )
+                self._flusher.start()
 
     def _upsert(
         self,
@@ -234,7 +224,7 @@ class SqliteMetrics:
             try:
                 self.flush()
             except errors.VaultqError as exc:
-                log.warning("writing request metrics failed: %s", exc.code)
+                log.warning("writing metrics failed: %s", exc.code)
 
     def _sweep_due(self, now_ms: int) -> bool:
         return self._last_sweep_ms is None or now_ms - self._last_sweep_ms >= _SWEEP_INTERVAL_MS

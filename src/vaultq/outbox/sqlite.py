@@ -2,6 +2,11 @@
 job's send must survive a power cut as the job does), and adds that run at the same time
 share one commit (group commit).
 
+``durable_adds=False`` is for a caller that makes a ``synchronous=FULL`` commit on the same
+file after every add and before it tells anyone about it, as the API does: it creates the
+send's job right after. WAL commits are ordered and a FULL commit syncs the log up to
+itself, so that commit makes the add durable too, and the add skips its own fsync.
+
 Removals commit with ``synchronous=NORMAL``: a removal follows a send that is already
 durable, so a power cut that loses one only leaves the row for the pump to send again. That
 duplicate is what at-least-once delivery allows, as after a crash between a send and its
@@ -28,13 +33,20 @@ _SQL = load_queries("vaultq.outbox", "sql/sqlite.sql")
 
 
 class SqliteOutbox:
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        durable_adds: bool = True,
+    ) -> None:
         self.path = Path(path)
         self._clock = clock
         self._lock = _sqlite.write_lock(self.path)
         self._conn = _sqlite.connect(self.path, synchronous="FULL")
         self._removals = _sqlite.connect(self.path, synchronous="NORMAL")
-        self._adds = _sqlite.GroupCommit(self._conn, self._lock)
+        self._adds = _sqlite.GroupCommit(self._conn if durable_adds else self._removals, self._lock)
+        self._removes = _sqlite.GroupCommit(self._removals, self._lock)
         with _sqlite.translate_errors():
             self._conn.executescript(_SQL["schema"])
 
@@ -80,8 +92,7 @@ class SqliteOutbox:
         ]
 
     def remove(self, send_id: str) -> None:
-        with _sqlite.transaction(self._removals, self._lock) as conn:
-            conn.execute(_SQL["remove"], {"id": send_id})
+        self._removes.run(lambda conn: conn.execute(_SQL["remove"], {"id": send_id}))
 
     def count(self) -> int:
         with self._lock, _sqlite.translate_errors():

@@ -2,9 +2,10 @@
 
 Its one table, ``ratelimit_buckets``, holds a bucket's state per key and may share a file
 with ``SqliteQueues``. Every process that opens the file shares the limits. A decision is
-one read-modify-write inside ``BEGIN IMMEDIATE``: SQLite's write lock serialises processes
-and a lock per limiter serialises threads, and the time is read once the lock is held, so
-states are written in time order. The arithmetic is ``TokenBucket.take``, done once in
+one read-modify-write inside ``BEGIN IMMEDIATE`` (decisions made at the same time share the
+transaction, one savepoint each, one after the other): SQLite's write lock serialises
+processes and a lock per file serialises threads, and the time is read once the lock is
+held, so states are written in time order. The arithmetic is ``TokenBucket.take``, done once in
 Python rather than again in SQL.
 
 Commits use ``synchronous=NORMAL``: no fsync per decision, and a crash of the process
@@ -22,7 +23,6 @@ goes through the database.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +32,9 @@ from vaultq._sql import load_queries
 from vaultq.runtime.rate_limit import BucketState, BucketTable
 
 if TYPE_CHECKING:
+    import contextlib
     import sqlite3
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
     from vaultq.runtime.rate_limit import Decision, RateLimiter, TokenBucket
 
@@ -71,6 +72,9 @@ class SqliteRateLimiter:
             raise errors.BackendUnavailable(f"cannot use {self.path}: {exc.strerror}") from exc
         self._conn = self._connect()
         self._lock = _sqlite.write_lock(self.path)
+        # Decisions of concurrent requests share a transaction, each in its own savepoint
+        # and in the order they run, so each still reads the state the last one wrote.
+        self._decisions = _sqlite.GroupCommit(self._conn, self._lock)
         self._known: dict[str, BucketState] = {}
         self._next_sweep_ms = 0
         with self._translate_errors():
@@ -84,13 +88,17 @@ class SqliteRateLimiter:
             decision, _ = bucket.take(known, now_ms=self._now_ms(), cost=cost)
             if not decision.allowed:
                 return decision
-        with self._write() as conn:
+
+        def decide(conn: sqlite3.Connection) -> tuple[Decision, BucketState]:
             now_ms = self._now_ms()
             self._sweep_if_due(conn, now_ms)
             stored = _state(conn.execute(_SQL["get"], {"key": key}).fetchone())
             decision, state = bucket.take(stored, now_ms=now_ms, cost=cost)
             if state is not stored:
                 conn.execute(_SQL["put"], _row(key, state, full_at_ms=bucket.full_at_ms(state)))
+            return decision, state
+
+        decision, state = self._decisions.run(decide)
         self._remember(key, state)
         return decision
 
@@ -120,11 +128,6 @@ class SqliteRateLimiter:
     def _now_ms(self) -> int:
         # Rounded, not truncated: a clock at t0 + 0.1 s must read as t0 + 100 ms exactly.
         return round(self._clock() * 1000)
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with _sqlite.transaction(self._conn, self._lock) as conn:
-            yield conn
 
     def _translate_errors(self) -> contextlib.AbstractContextManager[None]:
         return _sqlite.translate_errors()
