@@ -76,6 +76,7 @@ from vaultq.runtime.failures import NonRetryableError
 from vaultq.runtime.jobs import JobHandle, job_key_of_record, job_of
 
 if TYPE_CHECKING:
+    from vaultq.embeddings import LocalSentenceModel
     from vaultq.jobs.protocol import JobKey, JobStore
 
 BUCKET = "messages"
@@ -202,12 +203,24 @@ app.accept_jobs(
 
 
 @functools.cache
-def services() -> EmbeddingServices:
-    """Built once per handler process, on its first event (the model loads in seconds)."""
+def local_model() -> LocalSentenceModel:
     from vaultq.embeddings import LocalSentenceModel  # noqa: PLC0415 - torch loads with it
+
+    return LocalSentenceModel()
+
+
+def warm_up() -> None:
+    """The upload handler's init: torch, the model and its kernels load (~7 s) when a worker
+    starts, so a backlog of uploads finds the model ready."""
+    local_model().embed(["warm up"])
+
+
+@functools.cache
+def services() -> EmbeddingServices:
+    """Built once per handler process, on its first event."""
     from vaultq.vectors.embedded import EmbeddedVectors  # noqa: PLC0415
 
-    local = LocalSentenceModel()
+    local = local_model()
     # One bucket in vaultq's database for every worker process: the provider's rate holds.
     limiter = wiring.open_rate_limiter(default=EMBEDDINGS.bucket) if EMBEDDINGS.remote else None
     provider = open_provider(EMBEDDINGS, local=local, limiter=limiter)
@@ -232,8 +245,16 @@ def _fallback_messages(results: list[dict[str, Any]]) -> int:
     return sum(result["model"] == provider.fallback.name for result in results)
 
 
-# One handler process per worker: each holds its own copy of the model (~600 MB).
-@app.handler(queue=QUEUE, batch_size=1, timeout_seconds=300, max_concurrency=1)
+# One handler process per worker, provisioned (warm before the first upload): each holds its
+# own copy of the model (~600 MB).
+@app.handler(
+    queue=QUEUE,
+    batch_size=1,
+    timeout_seconds=300,
+    max_concurrency=1,
+    init=warm_up,
+    provisioned_concurrency=1,
+)
 def embed_uploads(event: dict[str, Any], context: Any) -> None:
     """Tampered or malformed uploads, and a provider that does not fit the collection, go to
     the dead-letter queue at once (no retry changes authenticated bytes or settings); an

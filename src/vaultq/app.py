@@ -127,10 +127,19 @@ class HandlerSpec:
     mapping: EventSourceMapping
     timeout_seconds: int = 30
     memory_limit_in_mb: int = 128
+    #: Runs once in each handler process before its first invocation: Lambda's init phase
+    #: (loading a model, opening stores). The app module cannot do it at import, since the
+    #: API imports it too.
+    init: Callable[[], object] | None = None
+    #: Handler processes started, and initialised, when a worker starts rather than on their
+    #: first event: Lambda's provisioned concurrency. At most ``max_concurrency``.
+    provisioned_concurrency: int = 0
 
     def __post_init__(self) -> None:
         if not _FUNCTION_NAME.fullmatch(self.name):
             raise errors.InvalidParameterValue(f"invalid function name {self.name!r}")
+        if not 0 <= self.provisioned_concurrency <= self.mapping.max_concurrency:
+            raise errors.InvalidParameterValue("provisioned_concurrency must be 0..max_concurrency")
         if not 1 <= self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise errors.InvalidParameterValue(f"timeout_seconds must be 1..{MAX_TIMEOUT_SECONDS}")
         if not 128 <= self.memory_limit_in_mb <= 10_240:
@@ -395,8 +404,12 @@ class App:
         max_concurrency: int = 2,
         report_batch_item_failures: bool = False,
         retry: RetryPolicy | None = None,
+        init: Callable[[], object] | None = None,
+        provisioned_concurrency: int = 0,
     ) -> Callable[[Handler], Handler]:
-        """Register a Lambda-style ``handler(event, context)`` fed by ``queue``."""
+        """Register a Lambda-style ``handler(event, context)`` fed by ``queue``. ``init``
+        runs once per handler process before its first invocation; ``provisioned_concurrency``
+        processes start and run it when a worker starts, so a backlog finds them warm."""
         mapping = EventSourceMapping(
             queue=queue,
             batch_size=batch_size,
@@ -413,6 +426,8 @@ class App:
                 mapping=mapping,
                 timeout_seconds=timeout_seconds,
                 memory_limit_in_mb=memory_limit_in_mb,
+                init=init,
+                provisioned_concurrency=provisioned_concurrency,
             )
             self._check_handler(spec)
             self.handlers[spec.name] = spec

@@ -16,7 +16,7 @@ import pytest
 from tests.deploy import apps
 from tests.runtime.apps import behaviours, jobs_app, powertools_app, uploads_app
 from vaultq import errors
-from vaultq.deploy import InvocationFailed, LambdaEntry, lambda_handler
+from vaultq.deploy import InvocationFailed, LambdaEntry, lambda_entry, lambda_handler
 from vaultq.deploy.lambda_entry import configured_job_store
 from vaultq.events import LambdaContext
 from vaultq.jobs.dynamodb import DynamoJobs
@@ -103,6 +103,27 @@ def test_lambda_handler_without_its_environment_says_what_is_missing(
 
     with pytest.raises(errors.InvalidSettings, match="VAULTQ_APP"):
         lambda_handler(canonical("sqs_batch.json"), aws_context())
+
+
+def test_a_handler_s_init_runs_once_per_environment_and_again_after_it_failed(
+    monkeypatch: pytest.MonkeyPatch, effects: Path
+) -> None:
+    lambda_entry._entry.cache_clear()
+    monkeypatch.setenv("VAULTQ_APP", "tests.runtime.apps.behaviours:app")
+    event = with_bodies(canonical("sqs_batch.json"), {"id": "a"}, {"id": "b"})
+    monkeypatch.setenv("VAULTQ_HANDLER", "warm")
+
+    lambda_handler(event, aws_context())
+    lambda_handler(event, aws_context())
+
+    assert len(items(effects, "warm-init")) == 1
+    assert len(items(effects, "warm-run")) == 2
+    monkeypatch.setenv("VAULTQ_HANDLER", "cold")
+    for _ in range(2):  # a failed init is not kept: the next event tries it again
+        with pytest.raises(InvocationFailed, match="init failed: ValueError: the model") as failed:
+            lambda_handler(event, aws_context())
+        assert "abc123" not in str(failed.value)
+    assert items(effects, "cold") == []
 
 
 def test_an_unknown_handler_is_refused_when_the_environment_starts() -> None:

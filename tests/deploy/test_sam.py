@@ -231,6 +231,22 @@ def test_the_fifo_event_source_keeps_order_and_reports_partial_failures() -> Non
     assert ordered["ReservedConcurrentExecutions"] == 1
 
 
+def test_provisioned_concurrency_is_published_on_an_alias_the_queue_invokes() -> None:
+    app = App("warm")
+    app.queue("work")
+    app.handler(queue="work", name="h", max_concurrency=4, provisioned_concurrency=2)(print)
+    app.handler(queue="work", name="cold")(print)
+
+    template = sam_template(app, app_path="x:app")
+
+    warm = template.body["Resources"]["HFunction"]["Properties"]
+    assert warm["AutoPublishAlias"] == "live"
+    assert warm["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 2}
+    assert "AutoPublishAlias" not in template.body["Resources"]["ColdFunction"]["Properties"]
+    matches = cfnlint.api.lint(template.to_json(), regions=["us-east-1"])
+    assert [str(m) for m in matches if m.rule.id.startswith("E")] == []
+
+
 def test_a_standard_event_source_carries_its_batching_window() -> None:
     uploads = function("uploads")
 

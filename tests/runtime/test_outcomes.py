@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.runtime.conftest import send, wait_for
+from vaultq import errors
+from vaultq.app import App
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -176,3 +180,43 @@ def test_lease_heartbeat_keeps_a_long_handler_s_message_invisible(
     assert effects.rows("heartbeat-start")[0][1:] == ("long", 1)
     assert len(effects.rows("heartbeat-start")) == 1, "never redelivered while it ran"
     assert queues.stats("heartbeat").visible == 0
+
+
+def test_a_provisioned_handler_is_initialised_before_its_first_event(
+    queues: SqliteQueues, effects: Effects, worker: Callable[..., Worker]
+) -> None:
+    worker("warm")
+
+    [init_pid] = wait_for(lambda: effects.items("warm-init"))  # nothing was sent yet
+    send(queues, "warm", "m1")
+    send(queues, "warm", "m2")
+
+    ran_in = wait_for(lambda: (pids := effects.items("warm-run")) and len(pids) == 2 and pids)
+    assert ran_in == [init_pid, init_pid], "the initialised process ran both events"
+    assert effects.items("warm-init") == [init_pid], "init runs once per process"
+
+
+def test_a_failing_init_fails_the_invocation_and_is_retried_in_a_new_process(
+    queues: SqliteQueues, effects: Effects, worker: Callable[..., Worker]
+) -> None:
+    sent = send(queues, "cold", "m1")
+    worker("cold")
+
+    [dead] = wait_for(lambda: dead_letters(queues, "cold-dlq"))
+
+    assert dead.message_id == sent
+    record = dead.dead_letter
+    assert record is not None
+    assert (record.reason, record.receive_count) == ("HANDLER_ERROR", 2)
+    assert record.last_error is not None
+    assert "init failed: ValueError: the model file is missing" in record.last_error
+    assert "abc123" not in record.last_error
+    assert effects.items("cold") == [], "the handler never ran without its init"
+
+
+def test_provisioned_concurrency_cannot_exceed_max_concurrency() -> None:
+    app = App("declarations")
+    app.queue("q")
+
+    with pytest.raises(errors.InvalidParameterValue, match="provisioned_concurrency"):
+        app.handler(queue="q", name="h", max_concurrency=2, provisioned_concurrency=3)(print)

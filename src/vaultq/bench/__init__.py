@@ -203,6 +203,7 @@ def embeddings_command(
     rows = [
         ("end-to-end seconds", f"{result.seconds:.2f}", "", ""),
         ("  of which to first vector", f"{result.first_vector_seconds:.2f}", "", ""),
+        ("workers' start, before it (model loads)", f"{result.worker_start_seconds:.2f}", "", ""),
         (
             "pipeline msgs/s",
             f"{result.msgs_per_second:,.0f}",

@@ -56,7 +56,15 @@ def lambda_handler(event: Any, context: Any) -> Any:
 
 @functools.cache
 def _entry(app_path: str, handler: str) -> LambdaEntry:
-    return LambdaEntry(load_app(app_path), handler, job_store_factory=configured_job_store)
+    """Built once per execution environment, running the handler's ``init`` (a failure is
+    not cached: the next event tries again, as Lambda retries a failed init)."""
+    entry = LambdaEntry(load_app(app_path), handler, job_store_factory=configured_job_store)
+    if entry.spec.init is not None:
+        try:
+            entry.spec.init()
+        except Exception as exc:
+            raise InvocationFailed(f"init failed: {_failure_of(exc).error}") from None
+    return entry
 
 
 def _variable(name: str) -> str:
@@ -261,3 +269,9 @@ def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, not {type(value).__name__}")
     return value
+
+
+# Lambda imports the handler's module in its init phase, which provisioned concurrency runs
+# ahead of any event: the entry and the handler's init run then, not in the first event.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get(HANDLER_VARIABLE):
+    _entry(_variable(APP_VARIABLE), _variable(HANDLER_VARIABLE))

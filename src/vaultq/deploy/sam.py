@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 RUNTIME = "python3.11"
 #: AWS's advice for a queue feeding Lambda: at least 6x the function timeout (+ the window).
 VISIBILITY_FACTOR = 6
+#: The alias that carries a function's provisioned concurrency.
+PROVISIONED_ALIAS = "live"
 #: ``ScalingConfig.MaximumConcurrency`` is 2..1000 on AWS.
 MIN_MAXIMUM_CONCURRENCY = 2
 FIFO_MAX_BATCH_SIZE = 10
@@ -307,6 +309,13 @@ class _Builder:
             "Environment": {"Variables": self._variables(handler)},
             "Events": {"Queue": {"Type": "SQS", "Properties": self._event_source(handler)}},
         }
+        if handler.provisioned_concurrency:
+            # Provisioned concurrency lives on a version: SAM publishes one under an alias,
+            # and the queue's event source mapping then invokes the alias.
+            properties["AutoPublishAlias"] = PROVISIONED_ALIAS
+            properties["ProvisionedConcurrencyConfig"] = {
+                "ProvisionedConcurrentExecutions": handler.provisioned_concurrency
+            }
         if handler.mapping.max_concurrency < MIN_MAXIMUM_CONCURRENCY:
             properties["ReservedConcurrentExecutions"] = handler.mapping.max_concurrency
             self.notes.append(

@@ -16,7 +16,7 @@ from vaultq.embeddings.protocol import EmbeddingProvider
 
 if TYPE_CHECKING:
     from vaultq.embeddings.fallback import FallbackProvider, FallbackStats
-    from vaultq.embeddings.local import LocalSentenceModel
+    from vaultq.embeddings.local import LocalSentenceModel, Precision
     from vaultq.embeddings.openai_compat import (
         DEFAULT_BUCKET,
         OpenAICompatibleProvider,
@@ -30,6 +30,7 @@ __all__ = [
     "FallbackStats",
     "LocalSentenceModel",
     "OpenAICompatibleProvider",
+    "Precision",
     "RetrySettings",
 ]
 
@@ -39,6 +40,7 @@ _LAZY = {
     "FallbackStats": "vaultq.embeddings.fallback",
     "LocalSentenceModel": "vaultq.embeddings.local",
     "OpenAICompatibleProvider": "vaultq.embeddings.openai_compat",
+    "Precision": "vaultq.embeddings.local",
     "RetrySettings": "vaultq.embeddings.openai_compat",
 }
 

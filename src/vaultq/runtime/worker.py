@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vaultq.jobs.protocol import JobStore
     from vaultq.observe.protocol import MetricsStore
     from vaultq.queues.protocol import QueueBackend
+    from vaultq.runtime.executor import InvocationError
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,18 @@ class Worker:
         tracker = JobTracker(job_store)
         metrics = self._metrics_factory() if self._metrics_factory else None
         processes: list[HandlerProcess] = []
+        provisioned: list[HandlerProcess] = []
         pollers = []
         for name in self._names:
             spec = self.app.handlers[name]
             slots = [
-                HandlerProcess(self._app_path, job_store_factory=self._job_store_factory)
+                HandlerProcess(
+                    self._app_path, handler=name, job_store_factory=self._job_store_factory
+                )
                 for _ in range(spec.mapping.max_concurrency)
             ]
             processes += slots
+            provisioned += slots[: spec.provisioned_concurrency]
             pollers.append(
                 MappingPoller(
                     spec=spec,
@@ -82,6 +87,7 @@ class Worker:
             )
             for poller in pollers
         ]
+        _provision(provisioned)
         for thread in threads:
             thread.start()
         log.info("worker polling %d mapping(s)", len(threads))
@@ -99,3 +105,23 @@ class Worker:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def _provision(processes: list[HandlerProcess]) -> None:
+    """Start and initialise provisioned handler processes, all at once, before polling: a
+    backlog that is already waiting finds them warm."""
+    failures: list[InvocationError] = []
+
+    def start(process: HandlerProcess) -> None:
+        error = process.start()
+        if error is not None:
+            failures.append(error)
+
+    threads = [threading.Thread(target=start, args=(p,), daemon=True) for p in processes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for error in failures:
+        # The slot stays cold and starts again on its first event.
+        log.warning("a provisioned handler process did not start: %s", error.error)

@@ -32,6 +32,8 @@ app.queue("steady", visibility_timeout_seconds=4)
 # Shorter than its handler's timeout: the lease heartbeat keeps messages invisible while
 # they are handled, and a dead worker's messages come back after 2 s, not 10.
 app.queue("heartbeat", visibility_timeout_seconds=2)
+app.queue("warm", visibility_timeout_seconds=30)
+app.queue("cold", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=2))
 
 
 class EmbeddingApiError(HandlerFailure):
@@ -132,3 +134,33 @@ def heartbeat(event: dict[str, Any], context: Any) -> None:
     record("heartbeat-start", event["Records"])
     for r in event["Records"]:
         act(r)
+
+
+def note_pid(handler: str) -> None:
+    """One row naming this handler process, so tests tell processes apart."""
+    with sqlite3.connect(os.environ["VAULTQ_TEST_EFFECTS"], timeout=30) as db:
+        db.execute(EFFECTS_SCHEMA)
+        db.execute(
+            "INSERT INTO effects VALUES (?, '', ?, 0, ?, ?)",
+            (handler, str(os.getpid()), os.getppid(), time.time()),
+        )
+
+
+@app.handler(
+    queue="warm",
+    batch_size=1,
+    max_concurrency=1,
+    init=lambda: note_pid("warm-init"),
+    provisioned_concurrency=1,
+)
+def warm(event: dict[str, Any], context: Any) -> None:
+    note_pid("warm-run")
+
+
+def _broken_init() -> None:
+    raise ValueError("the model file is missing, token=abc123")
+
+
+@app.handler(queue="cold", batch_size=1, max_concurrency=1, retry=NO_WAIT, init=_broken_init)
+def cold(event: dict[str, Any], context: Any) -> None:
+    record("cold", event["Records"])
