@@ -6,8 +6,10 @@ import contextlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+
+from tests.stub_http import StubHandler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,7 +44,7 @@ class ChatServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class _Answer(BaseHTTPRequestHandler):
+class _Answer(StubHandler):
     server: ChatServer
 
     def do_POST(self) -> None:
@@ -50,19 +52,7 @@ class _Answer(BaseHTTPRequestHandler):
         self.server.requests.append((self.path, dict(self.headers), body))
         status, headers, data = self.server.answers.pop(0)
         time.sleep(float(headers.get(STALL_HEADER, 0)))
-        self.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(data))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        """Quiet: tests read what they need from ``requests``."""
-
-    def handle(self) -> None:
-        # A stalled answer finds its client gone; that is the point, not an error.
-        with contextlib.suppress(ConnectionError):
-            super().handle()
+        self.reply(status, headers, data)
 
 
 @contextlib.contextmanager

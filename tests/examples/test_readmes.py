@@ -49,9 +49,10 @@ def worker_key_pair() -> tuple[dict[str, bytes], dict[str, str]]:
     private, public = (
         base64.b64encode(part).decode() for part in (key.private_key, key.public_key)
     )
-    described = {"key_id": key.key_id, "public_key": public}
-    files = {"worker.key": f"{private}\n".encode(), "worker.json": json.dumps(described).encode()}
-    return files, {"VAULTQ_WORKER_KEYS": private, "VAULTQ_WORKER_PUBLIC_KEY": public}
+    entry = f"{key.kem}:{private}"
+    described = {"key_id": key.key_id, "kem": str(key.kem), "public_key": public}
+    files = {"worker.key": f"{entry}\n".encode(), "worker.json": json.dumps(described).encode()}
+    return files, {"VAULTQ_WORKER_KEYS": entry, "VAULTQ_WORKER_PUBLIC_KEY": public}
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,12 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from tests.stub_http import StubHandler
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +75,7 @@ def _unrelated_vector(text: str, dimension: int) -> list[float]:
     return [float(x) for x in np.random.default_rng(seed).standard_normal(dimension)]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StubHandler):
     server: EmbeddingsServer
 
     def do_POST(self) -> None:
@@ -84,19 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
                 Request(time.monotonic(), self.headers.get("Authorization"), len(texts))
             )
         status, headers, data = self.server.answer(texts)
-        self.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(data))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        """Quiet: tests read ``requests``."""
-
-    def handle(self) -> None:
-        # A slow answer finds its client gone: that is the point, not an error.
-        with contextlib.suppress(ConnectionError):
-            super().handle()
+        self.reply(status, headers, data)
 
 
 @contextlib.contextmanager
