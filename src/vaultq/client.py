@@ -32,7 +32,7 @@ request carries a ``WrappedVectorKey`` too.
 
 The public key a client is given decides the suite: a 32-byte key is ``x25519``, a
 1,216-byte one the hybrid post-quantum ``mlkem768-x25519`` (``vaultq.privacy.keys``); a
-hybrid wrapped key is about 1.2 KB instead of 82 bytes, so each upload, query and vector key
+hybrid wrapped key is about 1.2 KB instead of 98 bytes, so each upload, query and vector key
 grant grows by that much per wrapped key.
 
 What it holds in clear: the tenant, the job id, the worker key id and suite (inside the

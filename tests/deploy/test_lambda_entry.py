@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -105,10 +108,18 @@ def test_lambda_handler_without_its_environment_says_what_is_missing(
         lambda_handler(canonical("sqs_batch.json"), aws_context())
 
 
+@pytest.fixture
+def fresh_environment() -> Iterator[None]:
+    """Entries are built once per execution environment (process): start and end afresh."""
+    lambda_entry._entry.cache_clear()
+    yield
+    lambda_entry._entry.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_environment")
 def test_a_handler_s_init_runs_once_per_environment_and_again_after_it_failed(
     monkeypatch: pytest.MonkeyPatch, effects: Path
 ) -> None:
-    lambda_entry._entry.cache_clear()
     monkeypatch.setenv("VAULTQ_APP", "tests.runtime.apps.behaviours:app")
     event = with_bodies(canonical("sqs_batch.json"), {"id": "a"}, {"id": "b"})
     monkeypatch.setenv("VAULTQ_HANDLER", "warm")
@@ -124,6 +135,26 @@ def test_a_handler_s_init_runs_once_per_environment_and_again_after_it_failed(
             lambda_handler(event, aws_context())
         assert "abc123" not in str(failed.value)
     assert items(effects, "cold") == []
+
+
+def test_on_lambda_the_init_runs_when_the_module_is_imported(effects: Path) -> None:
+    # Lambda's init phase imports the handler's module before any event arrives.
+    environment = {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_NAME": "behaviours-warm",
+        "VAULTQ_APP": "tests.runtime.apps.behaviours:app",
+        "VAULTQ_HANDLER": "warm",
+    }
+
+    subprocess.run(
+        [sys.executable, "-c", "import vaultq.deploy.lambda_entry"],
+        env=environment,
+        check=True,
+        timeout=60,
+    )
+
+    assert len(items(effects, "warm-init")) == 1
+    assert items(effects, "warm-run") == []
 
 
 def test_an_unknown_handler_is_refused_when_the_environment_starts() -> None:

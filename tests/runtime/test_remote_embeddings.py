@@ -272,19 +272,28 @@ def test_an_endpoint_that_keeps_failing_dead_letters_the_upload(
     assert not set(remote_only.stored_models()) & {message_id for message_id, _ in messages}
 
 
-def test_an_endpoint_serving_another_model_is_refused_rather_than_mixed(
-    with_fallback: Deployment,
-) -> None:
-    with_fallback.server.mode = "other-model"
+@pytest.fixture(scope="module")
+def unchecked_fallback(
+    tmp_path_factory: pytest.TempPathFactory, model: LocalSentenceModel
+) -> Iterator[Deployment]:
+    """A deployment whose endpoint has not been checked yet: the check runs once per
+    process, on the endpoint's first answer."""
+    yield from deploy(tmp_path_factory, model, VAULTQ_EMBEDDINGS_FALLBACK="local")
 
-    job_id = with_fallback.upload(texts(3, "other"))
-    dead = with_fallback.dead_letter_of(job_id)
+
+def test_an_endpoint_serving_another_model_is_refused_rather_than_mixed(
+    unchecked_fallback: Deployment,
+) -> None:
+    unchecked_fallback.server.mode = "other-model"
+
+    job_id = unchecked_fallback.upload(texts(3, "other"))
+    dead = unchecked_fallback.dead_letter_of(job_id)
 
     assert dead.dead_letter is not None
     assert dead.dead_letter.reason == "INVALID_SETTINGS"
     assert dead.dead_letter.receive_count == 1  # no retry changes the settings
     assert "different models" in (dead.dead_letter.last_error or "")
-    assert with_fallback.stored_models() == {}
+    assert unchecked_fallback.stored_models() == {}
 
 
 def test_batches_the_endpoint_fails_are_embedded_locally_and_counted(

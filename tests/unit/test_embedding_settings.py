@@ -102,6 +102,11 @@ def test_a_fallback_of_another_dimension_is_refused_naming_both(env: pytest.Monk
         ("VAULTQ_EMBEDDINGS_DIMENSION", "0", "VAULTQ_EMBEDDINGS_DIMENSION"),
         ("VAULTQ_EMBEDDINGS_FALLBACK", "remote", "VAULTQ_EMBEDDINGS_FALLBACK"),
         ("VAULTQ_EMBEDDINGS_MODLE", "typo", "VAULTQ_EMBEDDINGS_MODLE"),
+        # Not a metric label: a name that would fail every batch later is refused now.
+        ("VAULTQ_EMBEDDINGS_MODEL", "org/model@v2", "VAULTQ_EMBEDDINGS_MODEL"),
+        # HTTP clients log request URLs: a secret there would reach the logs.
+        ("VAULTQ_EMBEDDINGS_URL", "https://user:sk-secret@host/", "VAULTQ_EMBEDDINGS_*"),
+        ("VAULTQ_EMBEDDINGS_URL", "https://host/?api_key=sk-secret", "VAULTQ_EMBEDDINGS_*"),
     ],
 )
 def test_wrong_settings_are_refused_by_name(
@@ -113,6 +118,7 @@ def test_wrong_settings_are_refused_by_name(
         EmbeddingSettings.from_env()
 
     assert where in str(raised.value)
+    assert "sk-secret" not in str(raised.value)
 
 
 def test_the_api_key_is_read_from_its_file_and_never_shown(
@@ -200,6 +206,25 @@ def test_a_fallback_that_disagrees_with_the_endpoint_is_refused_before_any_vecto
         provider.embed(["a note"])
 
     assert "different models" in str(raised.value)
+
+
+class Down(Stub):
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        raise errors.EmbeddingApiError("the endpoint answered 503")
+
+
+def test_an_endpoint_never_checked_is_not_stood_in_for() -> None:
+    # The local model's vectors might be another space than the endpoint's: until one of
+    # the endpoint's answers was checked, its failures fail the batch.
+    endpoint, local = Down("endpoint"), Stub("local")
+    provider = FallbackProvider(endpoint, local, failures_before_fallback=1, verify_same_model=True)
+
+    for _ in range(2):
+        with pytest.raises(errors.EmbeddingApiError):
+            provider.embed(["a note"])
+
+    assert local.calls == 0
 
 
 def test_a_fallback_that_agrees_is_checked_once_and_reports_who_embedded() -> None:

@@ -114,7 +114,9 @@ class FallbackProvider:
         try:
             vectors = self.primary.embed(texts)
         except errors.EmbeddingApiError as exc:
-            if not self._note_failure():
+            # Until the endpoint's space was checked, the local model must not stand in for
+            # it: its vectors might be another model's.
+            if self._unverified or not self._note_failure():
                 raise
             log.warning(
                 "%s failed (%s): embedding with %s", self.primary.name, exc.code, self.fallback.name

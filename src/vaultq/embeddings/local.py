@@ -129,8 +129,10 @@ def _resolved(precision: Precision, *, device: str) -> Precision:
         return precision
     import torch  # noqa: PLC0415 - already loaded with the model
 
-    # torch's own CPU feature checks (the same ones its oneDNN kernels dispatch on).
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # torch's own CPU feature checks (the ones its oneDNN kernels dispatch on). They are
+    # private: a torch without them runs float32 rather than failing to load.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(torch.cpu, check, lambda: False)() for check in checks)
     return "bfloat16" if device == "cpu" and native else "float32"
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from pathlib import Path  # noqa: TC003 - pydantic reads the annotation at run time
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -53,7 +54,8 @@ class EmbeddingSettings(BaseSettings):
 
     #: The endpoint's base URL (``{url}/v1/embeddings``); None: the local model only.
     url: str | None = None
-    model: str | None = Field(default=None, min_length=1, max_length=256)
+    #: As providers spell them, and short enough to label metrics with.
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./:-]{1,100}$")
     dimension: int | None = Field(default=None, ge=1, le=16_000)
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
@@ -72,6 +74,10 @@ class EmbeddingSettings(BaseSettings):
             return self
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must be an http:// or https:// URL")
+        parts = urlsplit(self.url)
+        if parts.username or parts.password or parts.query:
+            # HTTP clients log request URLs: a secret belongs in api_key or api_key_file.
+            raise ValueError("url may hold no user, password or query")
         if self.model is None or self.dimension is None:
             raise ValueError("url needs model and dimension too")
         if self.api_key is not None and self.api_key_file is not None:
@@ -106,7 +112,8 @@ class EmbeddingSettings(BaseSettings):
         return TokenBucket.per_minute(self.rate_per_minute, burst=self.burst)
 
     def api_key_value(self) -> str | None:
-        """The API key, read from its file at each call (a rotated secret is picked up)."""
+        """The API key, read from its file at each call (a provider built once keeps the
+        key it was given: a rotated secret is picked up when its processes restart)."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         if self.api_key_file is None:

@@ -77,12 +77,20 @@ class HandlerProcess:
         *,
         handler: str | None = None,
         job_store_factory: Callable[[], JobStore] | None = None,
+        start_timeout_seconds: float = _START_TIMEOUT_SECONDS,
     ) -> None:
         self._app_path = app_path
         self._handler = handler
+        #: Covers the handler's ``init`` (a model may take a while to load).
+        self._start_timeout_seconds = start_timeout_seconds
         self._job_store_factory = job_store_factory
         self._conn: Connection | None = None
         self._process: Any = None
+
+    @property
+    def warm(self) -> bool:
+        """Started, its ``init`` done: the next invocation runs at once."""
+        return self._conn is not None and self._process is not None and self._process.is_alive()
 
     def start(self) -> InvocationError | None:
         """Start the process and run the handler's ``init`` now, not on the first event;
@@ -141,20 +149,18 @@ class HandlerProcess:
         self._process.start()
         child.close()
         self._conn = parent
+        wait = self._start_timeout_seconds
         try:
-            ready = parent.recv() if parent.poll(_START_TIMEOUT_SECONDS) else None
+            ready = parent.recv() if parent.poll(wait) else f"did not start within {wait:.0f} s"
         except (EOFError, OSError):
-            ready = None
+            ready = "exited while starting"
         if ready == _READY:
             return parent
         self._kill()
         if isinstance(ready, InvocationError):
             raise _StartFailed(ready)
         raise _StartFailed(
-            InvocationError(
-                reason=FailureReason.HANDLER_ERROR,
-                error=f"handler process did not start within {_START_TIMEOUT_SECONDS:.0f} s",
-            )
+            InvocationError(reason=FailureReason.HANDLER_ERROR, error=f"handler process {ready}")
         )
 
     def _kill(self) -> None:

@@ -92,6 +92,7 @@ class MappingPoller:
                 self._return_unstarted(batch)
                 self._give_back(process)
                 break
+            process = self._prefer_warm(process)
             thread = threading.Thread(target=self._run_batch, args=(process, batch), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -107,6 +108,18 @@ class MappingPoller:
                     return None
                 self._slots.wait(timeout=0.5)
             return self._idle.pop()
+
+    def _prefer_warm(self, process: HandlerProcess) -> HandlerProcess:
+        """A batch goes to a process that already ran its init when one is idle, as Lambda
+        uses provisioned environments before starting new ones."""
+        if process.warm:
+            return process
+        with self._slots:
+            for index, idle in enumerate(self._idle):
+                if idle.warm:
+                    self._idle[index] = process
+                    return idle
+        return process
 
     def _give_back(self, process: HandlerProcess) -> None:
         with self._slots:

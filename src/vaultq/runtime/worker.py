@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from vaultq.runtime.executor import InvocationError
 
 log = logging.getLogger(__name__)
+#: The least a handler process (with its ``init``) is given to start.
+_START_SECONDS = 60.0
 
 
 class Worker:
@@ -62,12 +64,16 @@ class Worker:
             spec = self.app.handlers[name]
             slots = [
                 HandlerProcess(
-                    self._app_path, handler=name, job_store_factory=self._job_store_factory
+                    self._app_path,
+                    handler=name,
+                    job_store_factory=self._job_store_factory,
+                    start_timeout_seconds=max(_START_SECONDS, spec.timeout_seconds),
                 )
                 for _ in range(spec.mapping.max_concurrency)
             ]
             processes += slots
-            provisioned += slots[: spec.provisioned_concurrency]
+            # The poller takes idle processes from the end of the list: warm those.
+            provisioned += slots[len(slots) - spec.provisioned_concurrency :]
             pollers.append(
                 MappingPoller(
                     spec=spec,

@@ -149,7 +149,7 @@ def note_pid(handler: str) -> None:
 @app.handler(
     queue="warm",
     batch_size=1,
-    max_concurrency=1,
+    max_concurrency=2,
     init=lambda: note_pid("warm-init"),
     provisioned_concurrency=1,
 )
@@ -158,6 +158,7 @@ def warm(event: dict[str, Any], context: Any) -> None:
 
 
 def _broken_init() -> None:
+    note_pid("cold-init")
     raise ValueError("the model file is missing, token=abc123")
 
 
