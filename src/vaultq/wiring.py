@@ -7,7 +7,7 @@ import importlib
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import ValidationError
@@ -65,13 +65,19 @@ def load_settings() -> Settings:
         raise errors.InvalidSettings(f"{where}: {first['msg']}") from None
 
 
-def open_queues(url: str | None = None) -> QueueBackend:
-    """Open the queue backend that ``url`` (default: the settings' URL) names."""
+def open_queues(
+    url: str | None = None, *, durability: Literal["full", "process"] | None = None
+) -> QueueBackend:
+    """Open the queue backend that ``url`` (default: the settings' URL) names. On the
+    embedded backend ``durability`` overrides the URL's ``durability=`` (see
+    ``vaultq.queues.sqlite``); SQS is durable either way."""
     url = url or load_settings().url
     if _scheme(url) == "aws":
         sqs: QueueBackend = _load(_QUEUE_ADAPTERS, "aws")(**_aws_client_options(url))
         return sqs
     factory, path, options = _resolve(_QUEUE_ADAPTERS, url)
+    if durability is not None:
+        options["durability"] = durability
     backend: QueueBackend = factory(path, **options)
     return backend
 

@@ -37,6 +37,16 @@ def test_url_selects_path_and_durability(tmp_path: Path) -> None:
     backend.close()
 
 
+def test_a_caller_s_durability_overrides_the_url_s(tmp_path: Path) -> None:
+    # The API delivers its outbox's sends this way: their rows are already durable.
+    backend = open_queues(f"sqlite:///{tmp_path}/q.db?durability=full", durability="process")
+
+    assert isinstance(backend, SqliteQueues)
+    assert backend.path == tmp_path / "q.db"
+    assert backend.durability == "process"
+    backend.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [

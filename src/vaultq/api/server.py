@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -79,18 +79,12 @@ def build_services(app_path: str, settings: Settings) -> ApiServices:
         alarms=alarms,
         alarm_evaluator=_alarm_evaluator(app, settings, alarms, queues, metrics_store),
         outbox=wiring.open_outbox(settings.url, durable_adds=not embedded),
-        delivery=wiring.open_queues(_process_durability(settings.url)) if embedded else None,
+        delivery=wiring.open_queues(settings.url, durability="process") if embedded else None,
         blobs=blobs,
         idempotency=wiring.open_idempotency_store(settings.url),
         verifier=TokenVerifier(auth),
         settings=api_settings,
     )
-
-
-def _process_durability(url: str) -> str:
-    # Not urlunsplit: it would turn sqlite:////abs.db into the relative sqlite:///abs.db.
-    base, _, query = url.partition("?")
-    return f"{base}?{urlencode({**dict(parse_qsl(query)), 'durability': 'process'})}"
 
 
 def _alarm_evaluator(
