@@ -6,8 +6,8 @@ decision is a consistent read, ``TokenBucket.take``, and a put conditional on th
 read (or on no item), retried when another process wrote in between: two processes never
 both spend the same tokens. Tokens are stored as their ``repr`` so that they read back
 exactly. A bucket's item expires (TTL) once the bucket would be full again, when having no
-item means the same. As in the embedded limiter, the last state this process saw answers
-most refusals without a round trip (another process can only have taken tokens since).
+item means the same. As in the embedded limiter, the last state this process wrote answers
+most refusals without a round trip (``LastKnownStates``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from vaultq import errors
 from vaultq._dynamodb import DEFAULT_TABLE, StateTable, n, s, ttl_seconds
-from vaultq.runtime.rate_limit import BucketState, BucketTable
+from vaultq.runtime.rate_limit import BucketState, BucketTable, LastKnownStates
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 _SK = "bucket"
 # Each lost race means another process was allowed or refused meanwhile.
 _MAX_RACES = 20
-_MAX_KNOWN_KEYS = 10_000
 
 
 class DynamoRateLimiter:
@@ -49,16 +48,14 @@ class DynamoRateLimiter:
             region=region, endpoint_url=endpoint_url, table=table, client=client
         )
         self._clock = clock
-        self._known: dict[str, BucketState] = {}
+        self._known = LastKnownStates()
 
     def acquire(self, key: str, *, cost: float = 1.0) -> Decision:
         bucket = self._buckets.for_key(key)
         bucket.check_cost(cost)
-        known = self._known.get(key)
-        if known is not None:
-            decision, _ = bucket.take(known, now_ms=self._now_ms(), cost=cost)
-            if not decision.allowed:
-                return decision
+        refused = self._known.refusal(key, bucket, now_ms=self._now_ms(), cost=cost)
+        if refused is not None:
+            return refused
         for _ in range(_MAX_RACES):
             item = self._table.call("get_item", Key=_key(key), ConsistentRead=True).get("Item")
             stored, version = _state(item, self._now_ms())
@@ -66,7 +63,7 @@ class DynamoRateLimiter:
             decision, state = bucket.take(stored, now_ms=now_ms, cost=cost)
             if state is not stored and not self._put(key, state, bucket, version):
                 continue
-            self._remember(key, state)
+            self._known.remember(key, state)
             return decision
         raise errors.BackendUnavailable(f"rate limit {key!r} changed under {_MAX_RACES} attempts")
 
@@ -100,11 +97,6 @@ class DynamoRateLimiter:
 
     def close(self) -> None:
         self._table.close()
-
-    def _remember(self, key: str, state: BucketState) -> None:
-        if len(self._known) >= _MAX_KNOWN_KEYS:
-            self._known.clear()
-        self._known[key] = state
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)

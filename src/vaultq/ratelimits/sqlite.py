@@ -15,10 +15,8 @@ allowed once more, never fewer. A restart usually outlasts a bucket's refill
 (``burst / rate_per_second``) anyway, and a limit protects a provider's quota, not data,
 so an fsync per request (5-10x the cost, measured) buys nothing a user would notice.
 
-Refusals are often answered without the database: the last state this process saw for a
-key, refilled to now, is an upper bound of what the key holds (other processes only take
-tokens), so if even that bound refuses, the shared state would refuse too. Allowing always
-goes through the database.
+Refusals are often answered without the database, from the last state this process wrote
+for the key (``LastKnownStates``).
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from vaultq import _sqlite, errors
 from vaultq._sql import load_queries
-from vaultq.runtime.rate_limit import BucketState, BucketTable
+from vaultq.runtime.rate_limit import BucketState, BucketTable, LastKnownStates
 
 if TYPE_CHECKING:
     import contextlib
@@ -42,7 +40,6 @@ _SQL = load_queries("vaultq.ratelimits", "sql/sqlite.sql")
 _SWEEP_INTERVAL_MS = 1000
 _SWEEP_BATCH = 500
 # Keys whose last state this process remembers; past this, it forgets them all at once.
-_MAX_KNOWN_KEYS = 10_000
 
 
 class SqliteRateLimiter:
@@ -75,7 +72,7 @@ class SqliteRateLimiter:
         # Decisions of concurrent requests share a transaction, each in its own savepoint
         # and in the order they run, so each still reads the state the last one wrote.
         self._decisions = _sqlite.GroupCommit(self._conn, self._lock)
-        self._known: dict[str, BucketState] = {}
+        self._known = LastKnownStates()
         self._next_sweep_ms = 0
         with self._translate_errors():
             self._conn.executescript(_SQL["schema"])
@@ -83,11 +80,9 @@ class SqliteRateLimiter:
     def acquire(self, key: str, *, cost: float = 1.0) -> Decision:
         bucket = self._buckets.for_key(key)
         bucket.check_cost(cost)
-        known = self._known.get(key)
-        if known is not None:
-            decision, _ = bucket.take(known, now_ms=self._now_ms(), cost=cost)
-            if not decision.allowed:
-                return decision
+        refused = self._known.refusal(key, bucket, now_ms=self._now_ms(), cost=cost)
+        if refused is not None:
+            return refused
 
         def decide(conn: sqlite3.Connection) -> tuple[Decision, BucketState]:
             now_ms = self._now_ms()
@@ -99,17 +94,12 @@ class SqliteRateLimiter:
             return decision, state
 
         decision, state = self._decisions.run(decide)
-        self._remember(key, state)
+        self._known.remember(key, state)
         return decision
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def _remember(self, key: str, state: BucketState) -> None:
-        if len(self._known) >= _MAX_KNOWN_KEYS:
-            self._known.clear()
-        self._known[key] = state
 
     def _sweep_if_due(self, conn: sqlite3.Connection, now_ms: int) -> None:
         """Delete up to 500 full buckets, at most once a second per limiter: an index probe

@@ -27,6 +27,7 @@ __all__ = [
     "BucketState",
     "BucketTable",
     "Decision",
+    "LastKnownStates",
     "RateLimiter",
     "TokenBucket",
     "validate_key",
@@ -172,6 +173,32 @@ class BucketTable:
         if self.default is None:
             raise errors.InvalidParameterValue("no rate-limit bucket matches this key")
         return self.default
+
+
+class LastKnownStates:
+    """The state a limiter last wrote per key, to refuse without a round trip to the shared
+    store: refilled to now, it is an upper bound of what the key holds (other processes
+    only take tokens), so if even it refuses, the shared state would too. Allowing always
+    goes to the store. Bounded: a forgotten key only costs that round trip."""
+
+    def __init__(self, *, max_keys: int = 10_000) -> None:
+        self._states: dict[str, BucketState] = {}
+        self._max_keys = max_keys
+
+    def refusal(
+        self, key: str, bucket: TokenBucket, *, now_ms: int, cost: float
+    ) -> Decision | None:
+        """The refusal the shared store would give, when the known state already gives it."""
+        known = self._states.get(key)
+        if known is None:
+            return None
+        decision, _ = bucket.take(known, now_ms=now_ms, cost=cost)
+        return None if decision.allowed else decision
+
+    def remember(self, key: str, state: BucketState) -> None:
+        if len(self._states) >= self._max_keys:
+            self._states.clear()
+        self._states[key] = state
 
 
 def validate_key(key: str) -> None:
