@@ -102,10 +102,14 @@ class GroupCommit:
         with self._mutex:
             self._queued.append(item)
             follow, self._leading = self._leading, True
-        if follow:
-            item.wake.acquire()
-        if not item.done:
-            self._lead()
+        try:
+            if follow:
+                item.wake.acquire()
+            if not item.done:
+                self._lead()
+        except BaseException:  # e.g. Ctrl-C in the main thread while it waited its turn
+            self._abandon(item)
+            raise
         if item.error is not None:
             raise item.error
         return item.result
@@ -117,12 +121,31 @@ class GroupCommit:
             self._commit(group)
         finally:
             with self._mutex:
-                successor = self._queued[0] if self._queued else None
-                self._leading = successor is not None
+                successor = self._choose_successor()
             for item in group:
                 item.wake.release()
             if successor is not None:
                 successor.wake.release()
+
+    def _abandon(self, item: _Write[Any]) -> None:
+        """Withdraw the write of a thread that stopped waiting. Had it been chosen to lead
+        the next group, another waiter must lead instead, or every later write would wait
+        for ever."""
+        with self._mutex:
+            if item not in self._queued:
+                return  # already in a group, whose leader wakes the next one
+            self._queued.remove(item)
+            successor = self._choose_successor() if item.chosen else None
+        if successor is not None:
+            successor.wake.release()
+
+    def _choose_successor(self) -> _Write[Any] | None:
+        """The oldest waiter, marked to lead the next group (call under ``_mutex``)."""
+        successor = self._queued[0] if self._queued else None
+        self._leading = successor is not None
+        if successor is not None:
+            successor.chosen = True
+        return successor
 
     def _commit(self, group: list[_Write[Any]]) -> None:
         try:
@@ -141,13 +164,15 @@ class GroupCommit:
 
 
 class _Write(Generic[T]):
-    __slots__ = ("done", "error", "result", "wake", "write")
+    __slots__ = ("chosen", "done", "error", "result", "wake", "write")
 
     def __init__(self, write: Callable[[sqlite3.Connection], T]) -> None:
         self.write = write
         self.result: T
         self.error: BaseException | None = None
         self.done = False
+        #: Picked to lead the next group.
+        self.chosen = False
         # Held until the write's thread may go on: released once, by the thread that led.
         self.wake = threading.Lock()
         self.wake.acquire()

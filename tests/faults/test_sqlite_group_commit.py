@@ -41,6 +41,48 @@ CREATOR = textwrap.dedent("""
     threading.Event().wait()
 """)
 
+INTERRUPTED_WAITER = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    from vaultq import _sqlite
+    path = sys.argv[1]
+    conn = _sqlite.connect(path, synchronous="NORMAL")
+    conn.execute("CREATE TABLE t (v TEXT)")
+    group = _sqlite.GroupCommit(conn, _sqlite.write_lock(path))
+    committing, go_on = threading.Event(), threading.Event()
+
+    def slow(c):
+        committing.set()
+        go_on.wait()
+        c.execute("INSERT INTO t VALUES ('led')")
+
+    leader = threading.Thread(target=group.run, args=(slow,))
+    leader.start()
+    committing.wait()
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_):
+        raise Interrupted
+
+    def interrupt_the_waiter():
+        while not group._queued:  # the main thread's write waits behind the slow one
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    signal.signal(signal.SIGUSR1, interrupt)
+    threading.Thread(target=interrupt_the_waiter).start()
+    try:
+        group.run(lambda c: c.execute("INSERT INTO t VALUES ('interrupted')"))
+    except Interrupted:
+        pass
+    go_on.set()
+    leader.join()
+    group.run(lambda c: c.execute("INSERT INTO t VALUES ('after')"))
+    print(sorted(v for (v,) in conn.execute("SELECT v FROM t")))
+""")
+
 
 def in_threads(count: int, work: Callable[[int], None]) -> None:
     threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
@@ -143,3 +185,18 @@ def test_the_pump_sends_again_only_what_was_not_removed(tmp_path: Path, removed:
     due = reopened.claim_due(limit=100, claim_seconds=30)
     assert sorted(send.id for send in due) == ([] if removed else sorted(s.id for s in sends))
     reopened.close()
+
+
+def test_a_writer_interrupted_while_waiting_withdraws_and_later_writes_go_on(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C reaches the main thread while its write waits behind another group: its write
+    # is withdrawn, and the leader must not hand the next group to a thread that left.
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WAITER, str(tmp_path / "x.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "['after', 'led']"
