@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.runtime.conftest import send, wait_for
+from tests.runtime.conftest import APP_PATH, app, send, wait_for
 from vaultq import errors
 from vaultq.app import App
+from vaultq.runtime.worker import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from tests.runtime.conftest import Effects
     from vaultq.queues.sqlite import SqliteQueues
-    from vaultq.runtime.worker import Worker
 
 
 def dead_letters(queues: SqliteQueues, dlq: str) -> list:
@@ -195,6 +197,23 @@ def test_a_provisioned_handler_is_initialised_before_its_first_event(
 
     assert effects.items("warm-run") == [init_pid, init_pid], "the warm process ran both"
     assert effects.items("warm-init") == [init_pid], "init runs once per process"
+
+
+def test_a_worker_stops_while_its_provisioned_process_is_still_initialising(
+    queues: SqliteQueues, effects: Effects
+) -> None:
+    running = Worker(app, app_path=APP_PATH, queues=queues, handlers=["slow_init"])
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    [init_pid] = wait_for(lambda: effects.items("slow-init"))
+
+    running.stop()
+    thread.join(timeout=20)
+
+    assert not thread.is_alive(), "stop waited for an init that takes ten minutes"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(init_pid), 0)
+    assert effects.items("slow-init-run") == []
 
 
 def test_a_failing_init_fails_the_invocation_and_is_retried_in_a_new_process(

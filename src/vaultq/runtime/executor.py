@@ -128,6 +128,13 @@ class HandlerProcess:
             duration_seconds=time.monotonic() - started,
         )
 
+    def abort_start(self) -> None:
+        """Kill the process if it is starting or running, from any thread; the thread in
+        ``start`` then fails at once and cleans up after it, instead of waiting out an init."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
+
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(OSError):

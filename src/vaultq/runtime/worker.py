@@ -93,11 +93,11 @@ class Worker:
             )
             for poller in pollers
         ]
-        _provision(provisioned)
-        for thread in threads:
-            thread.start()
-        log.info("worker polling %d mapping(s)", len(threads))
         try:
+            _provision(provisioned, self.stop_event)
+            for thread in threads:
+                thread.start()
+            log.info("worker polling %d mapping(s)", len(threads))
             for thread in threads:
                 thread.join()
         finally:
@@ -113,9 +113,10 @@ class Worker:
         self.stop_event.set()
 
 
-def _provision(processes: list[HandlerProcess]) -> None:
+def _provision(processes: list[HandlerProcess], stop: threading.Event) -> None:
     """Start and initialise provisioned handler processes, all at once, before polling: a
-    backlog that is already waiting finds them warm."""
+    backlog that is already waiting finds them warm. A stop asked meanwhile kills the ones
+    still starting rather than waiting out their init."""
     failures: list[InvocationError] = []
 
     def start(process: HandlerProcess) -> None:
@@ -127,7 +128,13 @@ def _provision(processes: list[HandlerProcess]) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            thread.join(0.05)
+            if stop.is_set():
+                for process in processes:
+                    process.abort_start()
+    if stop.is_set():
+        return
     for error in failures:
         # The slot stays cold and starts again on its first event.
         log.warning("a provisioned handler process did not start: %s", error.error)

@@ -33,6 +33,7 @@ app.queue("steady", visibility_timeout_seconds=4)
 # they are handled, and a dead worker's messages come back after 2 s, not 10.
 app.queue("heartbeat", visibility_timeout_seconds=2)
 app.queue("warm", visibility_timeout_seconds=30)
+app.queue("slow-init", visibility_timeout_seconds=30)
 app.queue("cold", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=2))
 
 
@@ -155,6 +156,16 @@ def note_pid(handler: str) -> None:
 )
 def warm(event: dict[str, Any], context: Any) -> None:
     note_pid("warm-run")
+
+
+def _endless_init() -> None:
+    note_pid("slow-init")
+    time.sleep(600)
+
+
+@app.handler(queue="slow-init", batch_size=1, init=_endless_init, provisioned_concurrency=1)
+def slow_init(event: dict[str, Any], context: Any) -> None:
+    note_pid("slow-init-run")
 
 
 def _broken_init() -> None:
