@@ -87,9 +87,17 @@ class GroupCommit:
     is a switch of the GIL that the other threads, serving requests, wait for.)
     """
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        lock: threading.Lock,
+        *,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._conn = conn
         self._lock = lock
+        #: Run by the leader once per committed group, e.g. to wake consumers.
+        self._after_commit = after_commit
         self._mutex = threading.Lock()
         self._queued: list[_Write[Any]] = []
         self._leading = False
@@ -117,8 +125,9 @@ class GroupCommit:
     def _lead(self) -> None:
         with self._mutex:
             group, self._queued = self._queued, []
+        committed = False
         try:
-            self._commit(group)
+            committed = self._commit(group)
         finally:
             with self._mutex:
                 successor = self._choose_successor()
@@ -126,6 +135,8 @@ class GroupCommit:
                 item.wake.release()
             if successor is not None:
                 successor.wake.release()
+        if committed and self._after_commit is not None:
+            self._after_commit()
 
     def _abandon(self, item: _Write[Any]) -> None:
         """Withdraw the write of a thread that stopped waiting. Had it been chosen to lead
@@ -147,17 +158,19 @@ class GroupCommit:
             successor.chosen = True
         return successor
 
-    def _commit(self, group: list[_Write[Any]]) -> None:
+    def _commit(self, group: list[_Write[Any]]) -> bool:
         try:
             with transaction(self._conn, self._lock) as conn:
                 for item in group:
                     item.apply(conn)
             self.commits += 1
+            return True
         except BaseException as exc:  # every waiting writer must learn that its commit failed
             for item in group:
                 item.error = exc
             if not isinstance(exc, Exception):
                 raise
+            return False
         finally:
             for item in group:
                 item.done = True

@@ -18,7 +18,7 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -76,20 +76,6 @@ class _Queue:
         return self.info.attributes
 
 
-@dataclass(slots=True)
-class _PendingSend:
-    """Sends from one caller, waiting for the group commit that makes them durable."""
-
-    queue: _Queue
-    messages: Sequence[OutgoingMessage]
-    results: list[SendResult] = field(default_factory=list)
-    error: BaseException | None = None
-    done: bool = False
-    #: Insert rows built by the sender before it queues up (standard queues only), so the
-    #: commit leader only runs SQL while it holds the write lock.
-    rows: list[dict[str, Any]] | None = None
-
-
 class SqliteQueues:
     """``QueueBackend`` on a SQLite file. ``clock`` returns seconds since the epoch."""
 
@@ -121,11 +107,9 @@ class SqliteQueues:
             self._send_conn.executescript(_SQL["schema"])
         self._write_lock = _sqlite.write_lock(self.path)
         self._read_lock = threading.Lock()
-        self._pending_cond = threading.Condition(threading.Lock())
-        self._committing = False
-        self._pending: list[_PendingSend] = []
-        #: Transactions that committed sends; fewer than sends when group commit gathers them.
-        self.send_commits = 0
+        self._sends = _sqlite.GroupCommit(
+            self._send_conn, self._write_lock, after_commit=self._wakeup.notify
+        )
         self._queue_cache: dict[str, tuple[float, _Queue]] = {}
         self._last_sweep: dict[int, float] = {}
 
@@ -197,7 +181,7 @@ class SqliteQueues:
     def send(self, queue: str, message: OutgoingMessage) -> SendResult:
         target = self._queue(queue)
         validate_message(message, target.attributes)
-        [result] = self._group_commit(_PendingSend(target, [message]))
+        [result] = self._group_commit(target, [message])
         return result
 
     def send_batch(self, queue: str, entries: Sequence[SendEntry]) -> BatchResult[SendResult]:
@@ -218,76 +202,41 @@ class SqliteQueues:
                 failed.append(BatchEntryError(id=entry.id, code=exc.code, message=exc.message))
             else:
                 valid.append(entry)
-        results = self._group_commit(_PendingSend(target, [e.message for e in valid]))
+        results = self._group_commit(target, [e.message for e in valid])
         successful = {entry.id: result for entry, result in zip(valid, results, strict=True)}
         return BatchResult(successful=successful, failed=failed)
 
-    def _group_commit(self, pending: _PendingSend) -> list[SendResult]:
-        """Commit ``pending`` with every other send waiting at the same time: one sender
-        leads a commit while the others queue up behind it, so N concurrent sends cost one
-        fsync. Followers wait on a condition, not on the write lock, so a finished group
-        returns at once instead of filing through the lock one by one."""
-        if not pending.messages:
-            return []
-        if not pending.queue.attributes.fifo:
-            pending.rows = _standard_rows(pending.queue, pending.messages, self._now_ms())
-        with self._pending_cond:
-            self._pending.append(pending)
-            while self._committing and not pending.done:
-                self._pending_cond.wait()
-            if pending.done:
-                group = None
-            else:
-                self._committing = True
-                group, self._pending = self._pending, []
-        if group is not None:
-            try:
-                self._commit_sends(group)
-            finally:
-                with self._pending_cond:
-                    self._committing = False
-                    self._pending_cond.notify_all()
-            self._wakeup.notify()
-        if pending.error is not None:
-            raise pending.error
-        return pending.results
+    @property
+    def send_commits(self) -> int:
+        """Transactions that committed sends; fewer than sends when group commit gathers them."""
+        return self._sends.commits
 
-    def _commit_sends(self, group: list[_PendingSend]) -> None:
-        now = self._now_ms()
-        try:
-            with _sqlite.transaction(self._send_conn, self._write_lock) as conn:
-                # One look-up per queue, not per sender: a group is mostly one queue.
-                current_by_name: dict[str, _Queue | None] = {}
-                for item in group:
-                    name = item.queue.info.name
-                    if name not in current_by_name:
-                        current_by_name[name] = self._queue_row(conn, name)
-                    current = current_by_name[name]
-                    if current is None or current.id != item.queue.id:
-                        item.error = errors.QueueDoesNotExist(f"no queue {item.queue.info.name!r}")
-                        continue
-                    # Rows were built from cached attributes; if the queue changed since
-                    # (a new DelaySeconds), build them again from the current ones.
-                    if item.rows is None or current.attributes != item.queue.attributes:
-                        item.results = [self._insert(conn, current, m, now) for m in item.messages]
-                    else:
-                        conn.executemany(_SQL["insert_standard_message"], item.rows)
-                        item.results = [
-                            SendResult(message_id=row["message_id"], md5_of_body=row["md5"])
-                            for row in item.rows
-                        ]
-            self.send_commits += 1
-        except Exception as exc:  # every waiting sender must learn that its commit failed
-            failure = (
-                exc
-                if isinstance(exc, errors.VaultqError)
-                else errors.BackendUnavailable(f"send failed: {type(exc).__name__}")
-            )
-            for item in group:
-                item.error, item.results = failure, []
-        finally:
-            for item in group:
-                item.done = True
+    def _group_commit(self, queue: _Queue, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Commit these sends with every other send waiting at the same time: N concurrent
+        senders share one fsync. Standard queues' rows are built before queueing up, so the
+        commit leader only runs SQL while it holds the write lock."""
+        if not messages:
+            return []
+        rows = None if queue.attributes.fifo else _standard_rows(queue, messages, self._now_ms())
+        return self._sends.run(lambda conn: self._commit_sends(conn, queue, messages, rows))
+
+    def _commit_sends(
+        self,
+        conn: sqlite3.Connection,
+        queue: _Queue,
+        messages: Sequence[OutgoingMessage],
+        rows: list[dict[str, Any]] | None,
+    ) -> list[SendResult]:
+        current = self._queue_row(conn, queue.info.name)
+        if current is None or current.id != queue.id:
+            raise errors.QueueDoesNotExist(f"no queue {queue.info.name!r}")
+        # Rows were built from cached attributes; if the queue changed since (a new
+        # DelaySeconds), build them again from the current ones.
+        if rows is None or current.attributes != queue.attributes:
+            now = self._now_ms()
+            return [self._insert(conn, current, m, now) for m in messages]
+        conn.executemany(_SQL["insert_standard_message"], rows)
+        return [SendResult(message_id=row["message_id"], md5_of_body=row["md5"]) for row in rows]
 
     def _insert(
         self, conn: sqlite3.Connection, queue: _Queue, message: OutgoingMessage, now: int
