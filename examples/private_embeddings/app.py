@@ -40,6 +40,7 @@ API and the workers never store it in usable form; a worker unwraps it for one j
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -225,7 +226,10 @@ def services() -> EmbeddingServices:
     limiter = wiring.open_rate_limiter(default=EMBEDDINGS.bucket) if EMBEDDINGS.remote else None
     provider = open_provider(EMBEDDINGS, local=local, limiter=limiter)
     vectors = EmbeddedVectors(wiring.data_dir() / "vectors.db")
-    ensure_collection(vectors, COLLECTION, provider=provider, mode="sealed")
+    # A provider of another model or dimension is refused again by each job, which records
+    # it on the upload's job; raised here, before any job is known, the job would stay queued.
+    with contextlib.suppress(errors.InvalidSettings):
+        ensure_collection(vectors, COLLECTION, provider=provider, mode="sealed")
     return EmbeddingServices(
         blobs=wiring.open_blobs(),
         key_ring=KeyRing.from_env(),

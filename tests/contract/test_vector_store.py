@@ -73,6 +73,10 @@ def test_creating_a_collection_with_other_settings_is_refused(
         {"dimension": True, "mode": "indexed"},
         {"dimension": 4, "mode": "plain"},
         {"dimension": 4, "mode": "indexed", "metric": "euclidean"},
+        {"dimension": 4, "mode": "indexed", "model": ""},
+        {"dimension": 4, "mode": "indexed", "model": "text embedding"},
+        {"dimension": 4, "mode": "indexed", "model": "m" * 129},
+        {"dimension": 4, "mode": "indexed", "model": 3},
     ],
 )
 def test_invalid_collection_settings_are_refused(
@@ -89,6 +93,81 @@ def test_using_a_collection_that_was_never_created_raises(vectors: VectorStore) 
         vectors.upsert("missing", [item("m1", [1, 0, 0, 0])])
     with pytest.raises(errors.CollectionNotFound):
         vectors.count("missing", tenant="t1")
+
+
+# -- the model a collection holds ----------------------------------------------------------
+
+MODEL = "openai-compatible:text-embedding-3-small"
+OTHER_MODEL = "all-MiniLM-L6-v2"
+
+
+def test_a_collection_records_its_model_for_every_store(open_vectors: OpenVectors) -> None:
+    first = open_vectors()
+    created = first.create_collection("docs", dimension=4, mode="indexed", model=MODEL)
+    longest = first.create_collection("long", dimension=4, mode="sealed", model="m/" * 64)
+
+    assert created.model == first.collection("docs").model == MODEL
+    assert open_vectors().collection("docs").model == MODEL
+    assert longest.model == "m/" * 64
+
+
+def test_creating_a_collection_again_with_its_model_or_none_returns_it(
+    vectors: VectorStore,
+) -> None:
+    first = vectors.create_collection("docs", dimension=4, mode="indexed", model=MODEL)
+    again = vectors.create_collection("docs", dimension=4, mode="indexed", model=MODEL)
+    unnamed = vectors.create_collection("docs", dimension=4, mode="indexed")
+
+    assert first == again == unnamed
+    assert unnamed.model == MODEL
+
+
+def test_creating_a_collection_with_another_model_is_refused_naming_both(
+    vectors: VectorStore,
+) -> None:
+    vectors.create_collection("docs", dimension=4, mode="indexed", model=MODEL)
+
+    with pytest.raises(errors.CollectionAlreadyExists) as raised:
+        vectors.create_collection("docs", dimension=4, mode="indexed", model=OTHER_MODEL)
+
+    assert MODEL in str(raised.value) and OTHER_MODEL in str(raised.value)
+    assert vectors.collection("docs").model == MODEL
+
+
+def test_a_collection_without_a_model_takes_the_first_one_named_with_its_settings(
+    open_vectors: OpenVectors,
+) -> None:
+    first, other = open_vectors(), open_vectors()
+    assert first.create_collection("docs", dimension=4, mode="indexed").model is None
+    assert other.collection("docs").model is None
+    with pytest.raises(errors.CollectionAlreadyExists):
+        first.create_collection("docs", dimension=8, mode="indexed", model=OTHER_MODEL)
+    assert first.collection("docs").model is None
+
+    adopted = first.create_collection("docs", dimension=4, mode="indexed", model=MODEL)
+
+    assert adopted.model == MODEL
+    assert other.collection("docs").model == MODEL  # a store that read it before sees it
+    with pytest.raises(errors.CollectionAlreadyExists):
+        other.create_collection("docs", dimension=4, mode="indexed", model=OTHER_MODEL)
+
+
+def test_a_database_from_before_models_were_recorded_opens_and_its_collection_takes_one(
+    open_vectors: OpenVectors,
+) -> None:
+    first = open_vectors()
+    first.create_collection("docs", dimension=4, mode="indexed")
+    first.upsert("docs", [item("m1", [1, 0, 0, 0])])
+    first.close()
+    open_vectors.drop_model_column()
+
+    again = open_vectors()
+
+    assert again.collection("docs").model is None
+    assert again.create_collection("docs", dimension=4, mode="indexed", model=MODEL).model == MODEL
+    assert open_vectors().collection("docs").model == MODEL
+    [hit] = again.search("docs", tenant="t1", query_vector=[1, 0, 0, 0], k=1)
+    assert hit.message_id == "m1"
 
 
 # -- upsert --------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 """Fixtures of the vector-store contract suite: one ``vectors`` fixture per backend.
 
 ``open_vectors()`` opens another store on the same storage, as a second process or a
-restart would. ``pgvector`` runs on one PostgreSQL per session (the ``pgserver`` wheel, test
-group) with a database per test copied from a template; without pgserver it skips locally
-and fails in CI.
+restart would; ``open_vectors.drop_model_column()`` makes its catalog as vaultq made it
+before collections recorded their model. ``pgvector`` runs on one PostgreSQL per session
+(the ``pgserver`` wheel, test group) with a database per test copied from a template;
+without pgserver it skips locally and fails in CI.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import tempfile
 import uuid
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,22 +33,52 @@ VECTOR_BACKENDS = ["embedded", "pgvector"]
 class OpenVectors(Protocol):
     def __call__(self) -> VectorStore: ...
 
+    def drop_model_column(self) -> None: ...
+
+
+@dataclass
+class _EmbeddedStorage:
+    path: Path
+    opened: list[VectorStore] = field(default_factory=list)
+
+    def __call__(self) -> VectorStore:
+        from vaultq.vectors.embedded import EmbeddedVectors  # noqa: PLC0415 - needs numpy
+
+        store = EmbeddedVectors(self.path)
+        self.opened.append(store)
+        return store
+
+    def drop_model_column(self) -> None:
+        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
+            conn.execute("ALTER TABLE vectors_collections DROP COLUMN model")
+
 
 @pytest.fixture(name="embedded_open_vectors")
 def embedded_open_vectors_fixture(tmp_path: Path) -> Iterator[OpenVectors]:
     pytest.importorskip("numpy")
-    from vaultq.vectors.embedded import EmbeddedVectors  # noqa: PLC0415 - needs numpy
+    storage = _EmbeddedStorage(tmp_path / "vaultq.db")
+    yield storage
+    for store in storage.opened:
+        store.close()
 
-    opened: list[VectorStore] = []
 
-    def open_vectors() -> VectorStore:
-        store = EmbeddedVectors(tmp_path / "vaultq.db")
-        opened.append(store)
+@dataclass
+class _PostgresStorage:
+    uri: str
+    opened: list[VectorStore] = field(default_factory=list)
+
+    def __call__(self) -> VectorStore:
+        from vaultq.vectors.pgvector import PgVectors  # noqa: PLC0415 - needs psycopg
+
+        store = PgVectors(self.uri)
+        self.opened.append(store)
         return store
 
-    yield open_vectors
-    for store in opened:
-        store.close()
+    def drop_model_column(self) -> None:
+        import psycopg  # noqa: PLC0415 - the postgres extra
+
+        with psycopg.connect(self.uri, autocommit=True) as conn:
+            conn.execute("ALTER TABLE vaultq.vector_collections DROP COLUMN model")
 
 
 @pytest.fixture(name="pgvector_server", scope="session")
@@ -82,22 +116,14 @@ def pgvector_open_vectors_fixture(pgvector_server: Any) -> Iterator[OpenVectors]
     import psycopg  # noqa: PLC0415 - the postgres extra
     from psycopg import sql  # noqa: PLC0415
 
-    from vaultq.vectors.pgvector import PgVectors  # noqa: PLC0415 - needs psycopg
-
     name = f"t_{uuid.uuid4().hex}"
     with psycopg.connect(pgvector_server.get_uri(), autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE vaultq_template").format(sql.Identifier(name))
         )
-    opened: list[VectorStore] = []
-
-    def open_vectors() -> VectorStore:
-        store = PgVectors(pgvector_server.get_uri(name))
-        opened.append(store)
-        return store
-
-    yield open_vectors
-    for store in opened:
+    storage = _PostgresStorage(pgvector_server.get_uri(name))
+    yield storage
+    for store in storage.opened:
         store.close()
     with psycopg.connect(pgvector_server.get_uri(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

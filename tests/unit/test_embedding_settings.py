@@ -161,7 +161,7 @@ def test_a_collection_is_created_for_its_provider_and_refuses_another_dimension(
     vectors: EmbeddedVectors,
 ) -> None:
     created = ensure_collection(vectors, "notes", provider=Stub("local", 4), mode="sealed")
-    again = ensure_collection(vectors, "notes", provider=Stub("other", 4), mode="sealed")
+    again = ensure_collection(vectors, "notes", provider=Stub("local", 4), mode="sealed")
 
     with pytest.raises(errors.InvalidSettings) as raised:
         ensure_collection(vectors, "notes", provider=Stub("wide", 8), mode="sealed")

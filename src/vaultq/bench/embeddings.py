@@ -229,8 +229,9 @@ def _pipeline(
     try:
         app.provision(queues, blobs)
         # Made here (as the handlers would) so it can be counted before the first vector.
+        local = LocalSentenceModel()
         vectors.create_collection(
-            collection, dimension=LocalSentenceModel().dimension, mode="sealed"
+            collection, dimension=local.dimension, mode="sealed", model=local.name
         )
         env = {
             **os.environ,

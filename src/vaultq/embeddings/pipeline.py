@@ -31,10 +31,10 @@ message exists) with the request's own wrapped vector key, and ``search_query`` 
 query only, the text opened and embedded in memory, the tenant's vectors opened with its
 vector key and ranked, and every key and buffer wiped.
 
-One collection holds vectors of one model: a provider whose dimension is not the
-collection's is refused (``InvalidSettings``) before anything is embedded, and each vector's
-metadata names the provider that embedded it (the local model for a batch a
-``FallbackProvider`` handed to it, which is logged as a fallback).
+One collection holds vectors of one model, which it records (``collection_model``): a
+provider of another model or dimension is refused (``InvalidSettings``) before anything is
+embedded, and each vector's metadata names the provider that embedded it (the local model
+for a batch a ``FallbackProvider`` handed to it, which is logged as a fallback).
 
 Stored in clear: the tenant, message ids, the collection and ``{"model": <name>}`` metadata.
 """
@@ -100,6 +100,7 @@ __all__ = [
     "MessageResult",
     "Regenerated",
     "VectorKey",
+    "collection_model",
     "embed_upload",
     "ensure_collection",
     "load_upload",
@@ -126,7 +127,8 @@ class EmbeddingServices:
     key_ring: KeyRing
     provider: EmbeddingProvider
     vectors: VectorStore
-    #: An existing collection of ``provider.dimension`` dimensions.
+    #: An existing collection of ``provider``'s dimension and model (one with no model
+    #: recorded records it on the first job).
     collection: str
     #: Messages opened and embedded together (the model's batch size is a good choice).
     batch_size: int = 64
@@ -236,29 +238,73 @@ def search_sealed(
             row.fill(0)
 
 
+def collection_model(provider: EmbeddingProvider) -> str:
+    """The model a collection of ``provider``'s vectors records: its name, or a
+    ``FallbackProvider``'s primary's, since the fallback stands in only for a primary
+    checked to share its space (``verify_same_model``)."""
+    if isinstance(provider, FallbackProvider):
+        return collection_model(provider.primary)
+    return provider.name
+
+
 def ensure_collection(
     vectors: VectorStore, name: str, *, provider: EmbeddingProvider, mode: Mode | str
 ) -> Collection:
     """Create collection ``name`` for ``provider``'s vectors, or check the existing one holds
-    vectors of its dimension; ``InvalidSettings`` naming both dimensions otherwise."""
+    vectors of its dimension and model (recording the model if it has none);
+    ``InvalidSettings`` naming both otherwise."""
     try:
-        return _same_space(vectors.collection(name), provider)
+        collection = vectors.collection(name)
     except errors.CollectionNotFound:
-        return vectors.create_collection(name, dimension=provider.dimension, mode=mode)
+        try:
+            collection = vectors.create_collection(
+                name, dimension=provider.dimension, mode=mode, model=collection_model(provider)
+            )
+        except errors.CollectionAlreadyExists:
+            collection = vectors.collection(name)  # another process created it first
+    return _same_space(vectors, collection, provider)
 
 
 def _collection(services: EmbeddingServices) -> Collection:
-    return _same_space(services.vectors.collection(services.collection), services.provider)
+    collection = services.vectors.collection(services.collection)
+    return _same_space(services.vectors, collection, services.provider)
 
 
-def _same_space(collection: Collection, provider: EmbeddingProvider) -> Collection:
+def _same_space(
+    vectors: VectorStore, collection: Collection, provider: EmbeddingProvider
+) -> Collection:
     if collection.dimension != provider.dimension:
         raise errors.InvalidSettings(
             f"collection {collection.name} holds {collection.dimension}-dimension vectors but "
             f"{provider.name} gives {provider.dimension}: a collection holds one model's "
             "vectors; embed into another collection (and regenerate) to change models"
         )
+    model = collection_model(provider)
+    if collection.model is None:
+        collection = _record_model(vectors, collection, model)
+    if collection.model != model:
+        raise errors.InvalidSettings(
+            f"collection {collection.name} holds vectors of {collection.model} but this "
+            f"worker embeds with {model}: a collection holds one model's vectors, or its "
+            f"searches compare unrelated spaces; configure {collection.model} again, or "
+            "embed into another collection (and regenerate) to change models"
+        )
     return collection
+
+
+def _record_model(vectors: VectorStore, collection: Collection, model: str) -> Collection:
+    """Upgrade path: a collection made before collections recorded their model takes the
+    first job's, so that every later job is checked against it."""
+    try:
+        return vectors.create_collection(
+            collection.name,
+            dimension=collection.dimension,
+            mode=collection.mode,
+            metric=collection.metric,
+            model=model,
+        )
+    except errors.CollectionAlreadyExists:
+        return vectors.collection(collection.name)  # another process recorded its model first
 
 
 def process_upload(

@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from vaultq import errors
 from vaultq.runtime.rate_limit import TokenBucket
+from vaultq.vectors.protocol import MODEL_NAME_CHARACTERS
 
 if TYPE_CHECKING:
     from vaultq.embeddings.protocol import EmbeddingProvider
@@ -55,7 +56,7 @@ class EmbeddingSettings(BaseSettings):
     #: The endpoint's base URL (``{url}/v1/embeddings``); None: the local model only.
     url: str | None = None
     #: As providers spell them, and short enough to label metrics with.
-    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_./:-]{1,100}$")
+    model: str | None = Field(default=None, pattern=f"^[{MODEL_NAME_CHARACTERS}]{{1,100}}$")
     dimension: int | None = Field(default=None, ge=1, le=16_000)
     api_key: SecretStr | None = None
     api_key_file: Path | None = None

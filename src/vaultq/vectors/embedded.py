@@ -35,6 +35,7 @@ from vaultq.vectors.protocol import (
     new_collection,
     prepare_rows,
     require_mode,
+    same_settings,
     validate_bounded,
     validate_collection_name,
     validate_id,
@@ -96,41 +97,54 @@ class EmbeddedVectors:
         self._cache: OrderedDict[tuple[str, str], _Matrix] = OrderedDict()
         with self._translate_errors():
             self._write_conn.executescript(_SQL["schema"])
+        self._add_model_column()
 
     # -- collections ----------------------------------------------------------------------
 
     def create_collection(
-        self, name: str, *, dimension: int, mode: Mode | str, metric: Metric | str = "cosine"
+        self,
+        name: str,
+        *,
+        dimension: int,
+        mode: Mode | str,
+        metric: Metric | str = "cosine",
+        model: str | None = None,
     ) -> Collection:
-        wanted = new_collection(name, dimension=dimension, mode=mode, metric=metric)
+        wanted = new_collection(name, dimension=dimension, mode=mode, metric=metric, model=model)
         with self._write() as conn:
             conn.execute(_SQL["create_collection"], _collection_row(wanted))
+            conn.execute(_SQL["adopt_model"], _collection_row(wanted))
             existing = _collection(conn.execute(_SQL["get_collection"], {"name": name}).fetchone())
-        if existing != wanted:
-            raise errors.CollectionAlreadyExists(
-                f"collection {name} exists as {existing.mode.value}, dimension "
-                f"{existing.dimension}, {existing.metric.value}"
-            )
-        self._collections[name] = existing
-        return existing
+        self._collections[existing.name] = existing
+        return same_settings(existing, wanted)
 
     def collection(self, name: str) -> Collection:
         validate_collection_name(name)
         known = self._collections.get(name)
-        if known is not None:
-            return known
+        # A model is recorded once, perhaps by another process: until then, read it again.
+        if known is None or known.model is None:
+            return self._read_collection(name)
+        return known
+
+    def _spec(self, name: str) -> Collection:
+        """The collection as cached: its name, dimension, mode and metric never change once
+        created, so every process may keep them."""
+        validate_collection_name(name)
+        known = self._collections.get(name)
+        return known if known is not None else self._read_collection(name)
+
+    def _read_collection(self, name: str) -> Collection:
         with self._read() as conn:
             row = conn.execute(_SQL["get_collection"], {"name": name}).fetchone()
         if row is None:
             raise errors.CollectionNotFound(f"no vector collection {name}")
-        # Settings never change once created, so every process may keep them.
         self._collections[name] = _collection(row)
         return self._collections[name]
 
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(self, collection: str, items: Sequence[VectorItem]) -> int:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         rows = prepare_rows(spec, items)
         changed = 0
         changed_tenants: set[str] = set()
@@ -150,7 +164,7 @@ class EmbeddedVectors:
         return changed
 
     def delete(self, collection: str, *, tenant: str, message_ids: Sequence[str]) -> int:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         validate_id("tenant", tenant)
         ids = validate_message_ids(message_ids)
         deleted = 0
@@ -166,7 +180,7 @@ class EmbeddedVectors:
     def search(
         self, collection: str, *, tenant: str, query_vector: Sequence[float], k: int = 10
     ) -> list[SearchHit]:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         require_mode(spec, Mode.INDEXED, "search")
         validate_id("tenant", tenant)
         validate_bounded("k", k, maximum=MAX_K)
@@ -189,7 +203,7 @@ class EmbeddedVectors:
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> SealedPage:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         require_mode(spec, Mode.SEALED, "sealed_items")
         validate_id("tenant", tenant)
         validate_bounded("limit", limit, maximum=MAX_PAGE_SIZE)
@@ -207,7 +221,7 @@ class EmbeddedVectors:
         return SealedPage(items=items, next_cursor=items[-1].message_id if more else None)
 
     def count(self, collection: str, *, tenant: str) -> int:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         validate_id("tenant", tenant)
         params = {"collection": spec.name, "tenant": tenant}
         with self._read() as conn:
@@ -245,6 +259,14 @@ class EmbeddedVectors:
             conn.execute(_SQL["bump_version"], {"collection": collection, "tenant": tenant})
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _add_model_column(self) -> None:
+        """Databases made before collections recorded their model gain the column, in one
+        write transaction, so two processes opening one never both add it."""
+        with self._write() as conn:
+            columns = {row[0] for row in conn.execute(_SQL["collection_columns"])}
+            if "model" not in columns:
+                conn.execute(_SQL["add_model_column"])
 
     def _connect(self) -> sqlite3.Connection:
         return _sqlite.connect(
@@ -288,12 +310,15 @@ def _collection_row(collection: Collection) -> dict[str, object]:
         "dimension": collection.dimension,
         "mode": collection.mode.value,
         "metric": collection.metric.value,
+        "model": collection.model,
     }
 
 
-def _collection(row: tuple[str, int, str, str]) -> Collection:
-    name, dimension, mode, metric = row
-    return Collection(name=name, dimension=dimension, mode=Mode(mode), metric=Metric(metric))
+def _collection(row: tuple[str, int, str, str, str | None]) -> Collection:
+    name, dimension, mode, metric, model = row
+    return Collection(
+        name=name, dimension=dimension, mode=Mode(mode), metric=Metric(metric), model=model
+    )
 
 
 if TYPE_CHECKING:

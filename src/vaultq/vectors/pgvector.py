@@ -35,6 +35,7 @@ from vaultq.vectors.protocol import (
     new_collection,
     prepare_rows,
     require_mode,
+    same_settings,
     validate_bounded,
     validate_collection_name,
     validate_id,
@@ -81,42 +82,54 @@ class PgVectors:
     # -- collections ----------------------------------------------------------------------
 
     def create_collection(
-        self, name: str, *, dimension: int, mode: Mode | str, metric: Metric | str = "cosine"
+        self,
+        name: str,
+        *,
+        dimension: int,
+        mode: Mode | str,
+        metric: Metric | str = "cosine",
+        model: str | None = None,
     ) -> Collection:
-        wanted = new_collection(name, dimension=dimension, mode=mode, metric=metric)
+        wanted = new_collection(name, dimension=dimension, mode=mode, metric=metric, model=model)
         with self._transaction() as conn:
             conn.execute(_SQL["lock_collection"], {"name": wanted.name})
             created = conn.execute(_SQL["create_collection"], _collection_row(wanted)).fetchone()
             if created is not None:
                 _create_table(conn, wanted)
+            conn.execute(_SQL["adopt_model"], _collection_row(wanted))
             existing = _collection(
                 conn.execute(_SQL["get_collection"], {"name": wanted.name}).fetchone()
             )
-        if existing != wanted:
-            raise errors.CollectionAlreadyExists(
-                f"collection {name} exists as {existing.mode.value}, dimension "
-                f"{existing.dimension}, {existing.metric.value}"
-            )
-        self._collections[wanted.name] = existing
-        return existing
+        self._collections[existing.name] = existing
+        return same_settings(existing, wanted)
 
     def collection(self, name: str) -> Collection:
         validate_collection_name(name)
         known = self._collections.get(name)
-        if known is not None:
-            return known
+        # A model is recorded once, perhaps by another process: until then, read it again.
+        if known is None or known.model is None:
+            return self._read_collection(name)
+        return known
+
+    def _spec(self, name: str) -> Collection:
+        """The collection as cached: its name, dimension, mode and metric never change once
+        created, so every process may keep them."""
+        validate_collection_name(name)
+        known = self._collections.get(name)
+        return known if known is not None else self._read_collection(name)
+
+    def _read_collection(self, name: str) -> Collection:
         with self._transaction() as conn:
             row = conn.execute(_SQL["get_collection"], {"name": name}).fetchone()
         if row is None:
             raise errors.CollectionNotFound(f"no vector collection {name}")
-        # Settings never change once created, so every process may keep them.
         self._collections[name] = _collection(row)
         return self._collections[name]
 
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(self, collection: str, items: Sequence[VectorItem]) -> int:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         rows = prepare_rows(spec, items)
         vectors: list[str] | list[bytes]
         if spec.mode is Mode.INDEXED:
@@ -133,7 +146,7 @@ class PgVectors:
             return conn.execute(_query(query, spec), params).rowcount
 
     def delete(self, collection: str, *, tenant: str, message_ids: Sequence[str]) -> int:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         params = {
             "tenant": validate_id("tenant", tenant),
             "message_ids": validate_message_ids(message_ids),
@@ -146,7 +159,7 @@ class PgVectors:
     def search(
         self, collection: str, *, tenant: str, query_vector: Sequence[float], k: int = 10
     ) -> list[SearchHit]:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         require_mode(spec, Mode.INDEXED, "search")
         validate_id("tenant", tenant)
         validate_bounded("k", k, maximum=MAX_K)
@@ -176,7 +189,7 @@ class PgVectors:
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> SealedPage:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         require_mode(spec, Mode.SEALED, "sealed_items")
         validate_id("tenant", tenant)
         validate_bounded("limit", limit, maximum=MAX_PAGE_SIZE)
@@ -193,7 +206,7 @@ class PgVectors:
         return SealedPage(items=items, next_cursor=items[-1].message_id if more else None)
 
     def count(self, collection: str, *, tenant: str) -> int:
-        spec = self.collection(collection)
+        spec = self._spec(collection)
         params = {"tenant": validate_id("tenant", tenant)}
         with self._transaction() as conn:
             row = conn.execute(_query("count_items", spec), params).fetchone()
@@ -280,14 +293,17 @@ def _collection_row(collection: Collection) -> dict[str, object]:
         "dimension": collection.dimension,
         "mode": collection.mode.value,
         "metric": collection.metric.value,
+        "model": collection.model,
     }
 
 
 def _collection(row: tuple[Any, ...] | None) -> Collection:
     if row is None:
         raise errors.CollectionNotFound("the collection vanished while it was created")
-    name, dimension, mode, metric = row
-    return Collection(name=name, dimension=dimension, mode=Mode(mode), metric=Metric(metric))
+    name, dimension, mode, metric, model = row
+    return Collection(
+        name=name, dimension=dimension, mode=Mode(mode), metric=Metric(metric), model=model
+    )
 
 
 if TYPE_CHECKING:

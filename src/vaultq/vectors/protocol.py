@@ -34,6 +34,12 @@ MAX_SEALED_VECTOR_BYTES = 128 * 1024
 MAX_METADATA_BYTES = 4 * 1024
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: What a model name may hold, as providers spell them; ``vaultq.embeddings.settings`` takes
+#: an endpoint's model name of 100 of them, which a provider's name prefixes (the store
+#: records ``openai-compatible:<model>``), hence the store's 128.
+MODEL_NAME_CHARACTERS = "A-Za-z0-9_./:-"
+MAX_MODEL_NAME = 128
+_MODEL = re.compile(f"[{MODEL_NAME_CHARACTERS}]{{1,{MAX_MODEL_NAME}}}")
 # Lower-case and short enough to name a PostgreSQL table or partition as it is.
 _COLLECTION = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
@@ -60,6 +66,9 @@ class Collection:
     dimension: int
     mode: Mode
     metric: Metric = Metric.COSINE
+    #: The embedding model whose vectors the collection holds; None when none was recorded
+    #: (made before vaultq recorded models, or by a caller that embeds itself).
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,14 +127,27 @@ class VectorStore(Protocol):
     """
 
     def create_collection(
-        self, name: str, *, dimension: int, mode: Mode | str, metric: Metric | str = "cosine"
+        self,
+        name: str,
+        *,
+        dimension: int,
+        mode: Mode | str,
+        metric: Metric | str = "cosine",
+        model: str | None = None,
     ) -> Collection:
         """Create the collection, or return it if it exists with the same settings; other
-        settings raise ``CollectionAlreadyExists``."""
+        settings raise ``CollectionAlreadyExists``.
+
+        ``model`` names the embedding model whose vectors the collection holds. None makes
+        no claim: any recorded model is accepted. A collection that has no model recorded
+        takes the first one a call with its other settings names, atomically; from then on
+        another model is ``CollectionAlreadyExists``.
+        """
         ...
 
     def collection(self, name: str) -> Collection:
-        """The collection's settings."""
+        """The collection's settings, as recorded now (a model recorded by another process
+        included)."""
         ...
 
     def upsert(self, collection: str, items: Sequence[VectorItem]) -> int:
@@ -184,7 +206,9 @@ def validate_collection_name(name: object) -> str:
     return name
 
 
-def new_collection(name: object, *, dimension: object, mode: object, metric: object) -> Collection:
+def new_collection(
+    name: object, *, dimension: object, mode: object, metric: object, model: object = None
+) -> Collection:
     if (
         isinstance(dimension, bool)
         or not isinstance(dimension, int)
@@ -198,7 +222,36 @@ def new_collection(name: object, *, dimension: object, mode: object, metric: obj
         dimension=dimension,
         mode=_mode(mode),
         metric=_metric(metric),
+        model=None if model is None else validate_model_name(model),
     )
+
+
+def validate_model_name(model: object) -> str:
+    if not isinstance(model, str) or not _MODEL.fullmatch(model):
+        raise errors.InvalidParameterValue(
+            f"a model name is 1-{MAX_MODEL_NAME} of {MODEL_NAME_CHARACTERS}, not {_shown(model)}"
+        )
+    return model
+
+
+def same_settings(existing: Collection, wanted: Collection) -> Collection:
+    """``existing``, if ``wanted`` asks for its settings (a ``wanted.model`` of None asks for
+    no model); ``CollectionAlreadyExists`` naming both otherwise."""
+    if (existing.dimension, existing.mode, existing.metric) != (
+        wanted.dimension,
+        wanted.mode,
+        wanted.metric,
+    ):
+        raise errors.CollectionAlreadyExists(
+            f"collection {existing.name} exists as {existing.mode.value}, dimension "
+            f"{existing.dimension}, {existing.metric.value}"
+        )
+    if wanted.model is not None and existing.model != wanted.model:
+        raise errors.CollectionAlreadyExists(
+            f"collection {existing.name} holds vectors of model {existing.model}, "
+            f"not {wanted.model}"
+        )
+    return existing
 
 
 def validate_bounded(label: str, value: object, *, maximum: int) -> int:

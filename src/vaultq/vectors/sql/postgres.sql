@@ -15,21 +15,44 @@ CREATE TABLE IF NOT EXISTS vaultq.vector_collections (
     name text PRIMARY KEY,
     dimension integer NOT NULL,
     mode text NOT NULL,
-    metric text NOT NULL
+    metric text NOT NULL,
+    model text
 );
+-- Catalogs made before collections recorded their embedding model gain the column (NULL:
+-- none recorded). Checked first: ALTER TABLE would lock the catalog on every open.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT FROM information_schema.columns
+        WHERE table_schema = 'vaultq' AND table_name = 'vector_collections'
+            AND column_name = 'model'
+    ) THEN
+        ALTER TABLE vaultq.vector_collections ADD COLUMN model text;
+    END IF;
+END
+$$;
 
 -- lock_collection --
 -- Creators of one collection take turns, so two never race on CREATE TABLE.
 SELECT pg_advisory_xact_lock(hashtext('vaultq.vectors.collection'), hashtext(%(name)s));
 
 -- create_collection --
-INSERT INTO vaultq.vector_collections (name, dimension, mode, metric)
-VALUES (%(name)s, %(dimension)s, %(mode)s, %(metric)s)
+INSERT INTO vaultq.vector_collections (name, dimension, mode, metric, model)
+VALUES (%(name)s, %(dimension)s, %(mode)s, %(metric)s, %(model)s)
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
+-- adopt_model --
+-- A collection with no model recorded (made before models were, or by a caller that named
+-- none) takes the first model a creator with its other settings names: that is how existing
+-- collections come under the one-model check.
+UPDATE vaultq.vector_collections SET model = %(model)s
+WHERE name = %(name)s AND model IS NULL AND dimension = %(dimension)s AND mode = %(mode)s
+    AND metric = %(metric)s;
+
 -- get_collection --
-SELECT name, dimension, mode, metric FROM vaultq.vector_collections WHERE name = %(name)s;
+SELECT name, dimension, mode, metric, model FROM vaultq.vector_collections
+WHERE name = %(name)s;
 
 -- create_indexed_table --
 CREATE TABLE {table} (

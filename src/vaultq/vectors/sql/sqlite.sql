@@ -10,7 +10,8 @@ CREATE TABLE IF NOT EXISTS vectors_collections (
     name TEXT PRIMARY KEY,
     dimension INTEGER NOT NULL,
     mode TEXT NOT NULL,
-    metric TEXT NOT NULL
+    metric TEXT NOT NULL,
+    model TEXT
 );
 CREATE TABLE IF NOT EXISTS vectors_items (
     id INTEGER PRIMARY KEY,
@@ -28,12 +29,27 @@ CREATE TABLE IF NOT EXISTS vectors_versions (
     PRIMARY KEY (collection, tenant)
 );
 
+-- collection_columns --
+SELECT name FROM pragma_table_info('vectors_collections');
+
+-- add_model_column --
+-- Databases made before collections recorded their embedding model; NULL: none recorded.
+ALTER TABLE vectors_collections ADD COLUMN model TEXT;
+
 -- create_collection --
-INSERT OR IGNORE INTO vectors_collections (name, dimension, mode, metric)
-VALUES (:name, :dimension, :mode, :metric);
+INSERT OR IGNORE INTO vectors_collections (name, dimension, mode, metric, model)
+VALUES (:name, :dimension, :mode, :metric, :model);
+
+-- adopt_model --
+-- A collection with no model recorded (made before models were, or by a caller that named
+-- none) takes the first model a creator with its other settings names: that is how existing
+-- collections come under the one-model check.
+UPDATE vectors_collections SET model = :model
+WHERE name = :name AND model IS NULL AND dimension = :dimension AND mode = :mode
+    AND metric = :metric;
 
 -- get_collection --
-SELECT name, dimension, mode, metric FROM vectors_collections WHERE name = :name;
+SELECT name, dimension, mode, metric, model FROM vectors_collections WHERE name = :name;
 
 -- upsert_item --
 -- An identical item matches the WHERE of neither branch: no row changes, rowcount is 0.
