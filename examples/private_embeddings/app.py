@@ -109,7 +109,8 @@ for requests_queue in (REQUESTS_QUEUE, HIGH_PRIORITY_QUEUE):
 app.bucket(BUCKET, notifications=[BucketNotification(QUEUE, prefix=UPLOAD_PREFIX, suffix=".json")])
 
 MessageId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
-WrappedKeyText = Annotated[str, StringConstraints(max_length=512)]
+# Base64 of a WrappedKey: ~130 characters classic, ~1,600 hybrid (mlkem768-x25519).
+WrappedKeyText = Annotated[str, StringConstraints(max_length=2048)]
 
 
 class VectorKeyBody(BaseModel):

@@ -24,7 +24,7 @@ from vaultq.client import (
     upload_messages,
     wrap_vector_key_for,
 )
-from vaultq.privacy.keys import generate_worker_key
+from vaultq.privacy.keys import Kem, generate_worker_key
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.vectors.embedded import EmbeddedVectors
 
@@ -53,6 +53,8 @@ VECTOR_KEYS = {"acme": os.urandom(32), "rival": os.urandom(32)}
 class Deployment:
     server: Server
     key: WorkerKey
+    #: A hybrid post-quantum key in the same ring.
+    hybrid: WorkerKey
     upload_job: str
     blobs: BlobStore
     jobs: JobStore
@@ -87,10 +89,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     under ids of its own, untracked."""
     data = tmp_path_factory.mktemp("embeddings-api")
     key = generate_worker_key()
+    hybrid = generate_worker_key(kem=Kem.MLKEM768_X25519)
+    hybrid_entry = f"{hybrid.kem}:{base64.b64encode(hybrid.private_key).decode()}"
+    ring = [base64.b64encode(key.private_key).decode(), hybrid_entry]
     server = start_server(
         data,
         app=APP,
-        VAULTQ_WORKER_KEYS=base64.b64encode(key.private_key).decode(),
+        VAULTQ_WORKER_KEYS=" ".join(ring),
         **{PUBLIC_KEY_VARIABLE: base64.b64encode(key.public_key).decode()},
     )
     url = f"sqlite:///{data}/vaultq.db"
@@ -118,7 +123,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             tenant="rival",
             vector_key=VECTOR_KEYS["rival"],
         )
-        yield Deployment(server=server, key=key, upload_job=receipt.job_id, blobs=blobs, jobs=jobs)
+        yield Deployment(
+            server=server,
+            key=key,
+            hybrid=hybrid,
+            upload_job=receipt.job_id,
+            blobs=blobs,
+            jobs=jobs,
+        )
     finally:
         jobs.close()
         blobs.close()
@@ -233,6 +245,32 @@ def test_a_query_sealed_by_the_client_is_searched_for_its_tenant_only(
     assert replayed["status"] == "dead_lettered"
     assert replayed["result"] is None
     assert "DECRYPTION_FAILED" in replayed["error"]
+
+
+def test_requests_sealed_to_a_hybrid_worker_key_are_served(deployment: Deployment) -> None:
+    # A hybrid wrapped key is ~1,600 base64 characters, twelve times a classic one.
+    finished(deployment.client(), deployment.upload_job)
+    vector_key = wrap_vector_key_for(
+        VECTOR_KEYS["acme"], public_key=deployment.hybrid.public_key, tenant="acme"
+    ).as_json()
+    query = seal_query(
+        "jazz piano",
+        public_key=deployment.hybrid.public_key,
+        tenant="acme",
+        vector_key=VECTOR_KEYS["acme"],
+    )
+    client = deployment.client()
+
+    accepted = client.post(
+        "/api/v1/embeddings/generate", json={"message_ids": ["msg-4"], "vector_key": vector_key}
+    )
+    assert accepted.status_code == 202, accepted.text
+    generated = finished(client, accepted.json()["job_id"])
+    found = search(deployment, {"sealed_query": query.as_json(), "k": 1})
+
+    assert len(vector_key["wrapped_key"]) > 1000
+    assert generated["status"] == "succeeded"
+    assert found["result"]["results"][0]["message_id"] == "msg-4"
 
 
 def test_a_vector_key_wrapped_for_another_tenant_or_a_wrong_key_fails_the_search_cleanly(
