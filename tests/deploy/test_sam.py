@@ -22,6 +22,7 @@ from vaultq.deploy.sam import (
     AUTH_PARAMETERS,
     CONSUMER_ACTIONS,
     DRAIN_ENTRY_POINT,
+    DeployVariables,
     logical_id,
     sam_template,
     state_table_properties,
@@ -505,3 +506,79 @@ def test_the_state_table_is_the_one_the_state_stores_create() -> None:
     assert {k: found["Properties"][k] for k in created} == created
     assert state_table_properties()["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
     assert found["DeletionPolicy"] == "Retain", "pending sends outlive a stack deletion"
+
+
+# -- the app's own settings ---------------------------------------------------------------
+
+
+def test_settings_reach_only_the_functions_named_as_no_echo_parameters() -> None:
+    path = "examples.private_embeddings.app:app"
+    variables = DeployVariables(
+        handlers=("VAULTQ_WORKER_KEYS", "VAULTQ_VECTORS_URL"), api=("VAULTQ_WORKER_PUBLIC_KEY",)
+    )
+    template = sam_template(load_app(path), app_path=path, variables=variables).body
+    functions = {
+        name: resource["Properties"]["Environment"]["Variables"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    handlers = [logical_id(name, "Function") for name in load_app(path).handlers]
+
+    for name in handlers:
+        assert functions[name]["VAULTQ_WORKER_KEYS"] == {"Ref": "VaultqWorkerKeys"}
+        assert functions[name]["VAULTQ_VECTORS_URL"] == {"Ref": "VaultqVectorsUrl"}
+        assert "VAULTQ_WORKER_PUBLIC_KEY" not in functions[name]
+    # The API seals with the public key and never holds a private one.
+    assert functions["ApiFunction"]["VAULTQ_WORKER_PUBLIC_KEY"] == {"Ref": "VaultqWorkerPublicKey"}
+    assert "VAULTQ_WORKER_KEYS" not in functions["ApiFunction"]
+    for parameter in ("VaultqWorkerKeys", "VaultqVectorsUrl", "VaultqWorkerPublicKey"):
+        assert template["Parameters"][parameter]["NoEcho"] is True
+        assert template["Parameters"][parameter]["Default"] == ""
+    matches = cfnlint.api.lint(json.dumps(template), regions=["us-east-1"])
+    assert [str(m) for m in matches if m.rule.id.startswith("E")] == []
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"handlers": ("VAULTQ_URL",)},
+        {"handlers": ("AWS_REGION",)},
+        {"handlers": ("lower_case",)},
+        {"api": ("VAULTQ_AUTH_HS256_SECRET",)},
+    ],
+    ids=["set-by-the-template", "aws", "lower-case", "auth-parameter"],
+)
+def test_a_variable_the_template_cannot_set_is_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(errors.InvalidParameterValue):
+        DeployVariables(**settings)
+
+
+def test_api_settings_for_an_app_without_an_api_are_refused() -> None:
+    app = App("workers-only")
+    app.queue("q")
+    app.handler(queue="q", name="h")(print)
+
+    with pytest.raises(errors.InvalidParameterValue, match="no job routes"):
+        sam_template(app, app_path="x:app", variables=DeployVariables(api=("VAULTQ_X",)))
+
+
+def test_the_cli_passes_handler_and_api_settings(tmp_path: Path) -> None:
+    output = tmp_path / "template.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "deploy",
+            "sam",
+            "examples.private_embeddings.app:app",
+            "--handler-variable",
+            "VAULTQ_WORKER_KEYS",
+            "--api-variable",
+            "VAULTQ_WORKER_PUBLIC_KEY",
+            "-o",
+            str(output),
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    parameters = json.loads(output.read_text())["Parameters"]
+    assert {"VaultqWorkerKeys", "VaultqWorkerPublicKey"} <= set(parameters)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from vaultq.app import load_app
-from vaultq.deploy.sam import sam_template
+from vaultq.deploy.sam import DeployVariables, sam_template
 
 __all__ = ["deploy_app"]
 
@@ -33,6 +33,24 @@ def sam(
     code_uri: Annotated[
         str, typer.Option("--code-uri", help="The folder `sam build` packages for every function.")
     ] = ".",
+    handler_variables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handler-variable",
+            help="A setting every handler function gets from a NoEcho template parameter,"
+            " e.g. VAULTQ_WORKER_KEYS (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    api_variables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-variable",
+            help="A setting the API function gets from a NoEcho template parameter, e.g."
+            " VAULTQ_WORKER_PUBLIC_KEY (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write an AWS SAM template (JSON, which is valid as template.yaml) for an app: its
     queues and dead-letter queues, one function per handler, buckets, the job table, the
@@ -41,7 +59,12 @@ def sam(
     # Like ``vaultq worker``: apps are found relative to where the command runs.
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    template = sam_template(load_app(app_path), app_path=app_path, code_uri=code_uri)
+    variables = DeployVariables(
+        handlers=tuple(handler_variables or ()), api=tuple(api_variables or ())
+    )
+    template = sam_template(
+        load_app(app_path), app_path=app_path, code_uri=code_uri, variables=variables
+    )
     for note in template.notes:
         _err.out(f"note: {note}")
     if output is None:

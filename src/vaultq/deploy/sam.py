@@ -109,6 +109,30 @@ AUTH_PARAMETERS = {
     "AuthAudience": "VAULTQ_AUTH_AUDIENCE",
 }
 _ID_PART = re.compile(r"[^A-Za-z0-9]+")
+_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]{0,99}")
+#: Set by the template itself, or by Lambda.
+_RESERVED_VARIABLES = frozenset({APP_VARIABLE, HANDLER_VARIABLE, "VAULTQ_URL"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeployVariables:
+    """The app's own settings, each a ``NoEcho`` template parameter (empty: unset) passed
+    to the functions that need it: handlers (e.g. ``VAULTQ_WORKER_KEYS``,
+    ``VAULTQ_VECTORS_URL``) or the API (e.g. ``VAULTQ_WORKER_PUBLIC_KEY``) — a private key
+    reaches no function that does not open data."""
+
+    handlers: tuple[str, ...] = ()
+    api: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in (*self.handlers, *self.api):
+            if not _VARIABLE.fullmatch(name) or name.startswith("AWS_"):
+                raise errors.InvalidParameterValue(
+                    f"{name!r} is no variable a template may set: upper case, digits and _,"
+                    " not AWS_*"
+                )
+            if name in _RESERVED_VARIABLES or name in AUTH_PARAMETERS.values():
+                raise errors.InvalidParameterValue(f"the template sets {name} itself")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,9 +145,15 @@ class SamTemplate:
         return json.dumps(self.body, indent=2) + "\n"
 
 
-def sam_template(app: App, *, app_path: str, code_uri: str = ".") -> SamTemplate:
+def sam_template(
+    app: App,
+    *,
+    app_path: str,
+    code_uri: str = ".",
+    variables: DeployVariables | None = None,
+) -> SamTemplate:
     """The SAM template deploying ``app`` (importable as ``app_path``) from ``code_uri``."""
-    return _Builder(app, app_path).build(code_uri)
+    return _Builder(app, app_path, variables or DeployVariables()).build(code_uri)
 
 
 def logical_id(name: str, kind: str) -> str:
@@ -140,9 +170,10 @@ def _allow(sid: str, actions: tuple[str, ...] | list[str], resources: list[Any])
 
 
 class _Builder:
-    def __init__(self, app: App, app_path: str) -> None:
+    def __init__(self, app: App, app_path: str, variables: DeployVariables) -> None:
         self.app = app
         self.app_path = app_path
+        self.variables = variables
         self.resources: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
         self.parameters: dict[str, Any] = {}
@@ -160,6 +191,11 @@ class _Builder:
         self._producer_policy()
         if self.app.job_routes:
             self._http_api()
+        elif self.variables.api:
+            raise errors.InvalidParameterValue(
+                f"app {self.app.name!r} has no job routes, so no API function to set"
+                f" {', '.join(self.variables.api)} on"
+            )
         self._alarms()
         self.outputs |= {
             "JobTableName": {"Value": {"Ref": JOB_TABLE}},
@@ -354,7 +390,22 @@ class _Builder:
             "VAULTQ_URL": {
                 "Fn::Sub": f"aws://?region=${{AWS::Region}}&jobs_table=${{{JOB_TABLE}}}"
             },
+            **self._variable_parameters(self.variables.handlers),
         }
+
+    def _variable_parameters(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """Declare ``names`` as template parameters; the variables that read them."""
+        refs = {}
+        for name in names:
+            parameter = logical_id(name.lower(), "")
+            self.parameters[parameter] = {
+                "Type": "String",
+                "Default": "",
+                "NoEcho": True,
+                "Description": f"Sets {name} (empty: unset).",
+            }
+            refs[name] = {"Ref": parameter}
+        return refs
 
     def _event_source(self, handler: HandlerSpec) -> dict[str, Any]:
         mapping = handler.mapping
@@ -467,7 +518,12 @@ class _Builder:
             }
             for name, path in (("Root", "/"), ("Proxy", "/{proxy+}"))
         }
-        variables = {APP_VARIABLE: self.app_path, "VAULTQ_URL": url, **self._auth_parameters()}
+        variables = {
+            APP_VARIABLE: self.app_path,
+            "VAULTQ_URL": url,
+            **self._auth_parameters(),
+            **self._variable_parameters(self.variables.api),
+        }
         self._service_function(
             API_FUNCTION,
             "api",
