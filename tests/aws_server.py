@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REGION = "us-east-1"
+#: moto imports every service it serves: seconds on an idle machine, far more on a loaded one.
+START_SECONDS = 60.0
 #: moto accepts any credentials; these keep boto3 from looking for real ones.
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -36,7 +38,7 @@ def _free_port() -> int:
 
 
 def _wait_until_up(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"moto server exited with {server.returncode}")
@@ -45,7 +47,7 @@ def _wait_until_up(url: str, server: subprocess.Popen[bytes]) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("moto server did not start within 30 s")
+    raise RuntimeError(f"moto server did not start within {START_SECONDS:.0f} s")
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +73,12 @@ def aws_endpoint() -> Iterator[str]:
             else:
                 os.environ[name] = value
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Slow to exit on a loaded machine (seen past 10 s): the tests are done anyway.
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from vaultq.queues.protocol import QueueBackend
 
 Handler = Callable[[dict[str, Any], Any], Any]
+_Check = TypeVar("_Check", bound=Callable[[], object])
 
 MAX_BATCH_SIZE = 10_000
 MAX_BATCHING_WINDOW_SECONDS = 300
@@ -211,6 +212,9 @@ class JobRoute:
     wait_seconds: float = 0
     #: Another queue for some jobs, chosen by a field of the (prepared) payload.
     queue_by: QueueChoice | None = None
+    #: How a route that waits answers a job that failed in time: a problem whose status is
+    #: the one of the job's reason code (the error's first word), 500 for any other.
+    failure_statuses: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _ROUTE_PATH.fullmatch(self.path) or (
@@ -233,6 +237,8 @@ class JobRoute:
             raise errors.InvalidParameterValue(
                 f"wait_seconds must be 0..{MAX_WAIT_SECONDS}, and 0 for a route with files"
             )
+        if not all(400 <= status <= 599 for status in self.failure_statuses.values()):
+            raise errors.InvalidParameterValue("failure_statuses are HTTP error statuses")
 
     @property
     def multipart(self) -> bool:
@@ -290,6 +296,9 @@ class App:
         self.alarms: dict[str, Alarm] = {}
         #: ``POST`` routes that create jobs, by path.
         self.job_routes: dict[str, JobRoute] = {}
+        #: What ``/readyz`` runs besides its store checks: each raises a ``VaultqError``
+        #: when the app cannot serve its routes, e.g. for lack of a setting.
+        self.readiness_checks: list[Callable[[], object]] = []
 
     def queue(
         self,
@@ -342,6 +351,7 @@ class App:
         prepare_payload: Callable[[JsonValue, str], JsonValue] | None = None,
         wait_seconds: float = 0,
         queue_by: QueueChoice | None = None,
+        failure_statuses: Mapping[str, int] | None = None,
     ) -> JobRoute:
         """Let ``POST <path>`` create jobs whose messages go to ``queue``.
 
@@ -353,7 +363,10 @@ class App:
         ``wait_seconds`` the request holds on until the job finishes (``200`` with its
         ``result``) or the time is up (``202``, as without it). ``queue_by`` sends the jobs
         whose payload field has one of its values to that value's queue (declared, and FIFO
-        if and only if ``queue`` is), e.g. a queue per priority with a handler of its own."""
+        if and only if ``queue`` is), e.g. a queue per priority with a handler of its own.
+        A job that fails while the route waits is answered as a problem with its reason code
+        and job id: ``failure_statuses`` maps reasons to statuses (4xx for the caller's
+        input), and any other reason is a 500."""
         spec = self.queues.get(queue)
         if spec is None:
             raise errors.InvalidParameterValue(f"jobs go to undeclared queue {queue!r}")
@@ -384,9 +397,16 @@ class App:
             prepare_payload=prepare_payload,
             wait_seconds=wait_seconds,
             queue_by=queue_by,
+            failure_statuses=dict(failure_statuses or {}),
         )
         self.job_routes[path] = route
         return route
+
+    def ready_when(self, check: _Check) -> _Check:
+        """Have ``/readyz`` also run ``check``, which raises a ``VaultqError`` while the app
+        cannot serve its routes (the API then answers 503); usable as a decorator."""
+        self.readiness_checks.append(check)
+        return check
 
     def notifier(self, queues: QueueBackend) -> QueueNotifier:
         """The notifier a blob store needs to deliver this app's upload events."""

@@ -18,8 +18,9 @@ import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -29,6 +30,13 @@ from rich.text import Text
 from vaultq import errors
 from vaultq.app import load_app
 from vaultq.bench import bench_app
+from vaultq.client import (
+    UPLOAD_PREFIX,
+    encode_text,
+    read_vector_key,
+    split_uploads,
+    upload_messages,
+)
 from vaultq.deploy.commands import deploy_app
 from vaultq.privacy.keys import Kem, generate_worker_key, public_key_from_base64
 from vaultq.queues.protocol import (
@@ -40,12 +48,24 @@ from vaultq.queues.protocol import (
     SendEntry,
 )
 from vaultq.runtime.worker import Worker
-from vaultq.wiring import load_settings, open_blobs, open_jobs, open_metrics, open_queues
+from vaultq.vectors.protocol import validate_id
+from vaultq.wiring import (
+    data_dir,
+    load_settings,
+    open_blobs,
+    open_jobs,
+    open_metrics,
+    open_queues,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from vaultq.blobs.notifications import QueueNotifier
+    from vaultq.blobs.protocol import BlobStore
+    from vaultq.jobs.protocol import JobStore
     from vaultq.observe.alarms import AlarmStore, AlarmTransition
+    from vaultq.privacy.rewrap import RewrapSummary
     from vaultq.queues.protocol import DeadLetterRecord, QueueStats, ReceivedMessage
 
 app = typer.Typer(
@@ -684,8 +704,10 @@ def wrap_vector(
     public_key: Annotated[str, typer.Option(help=_PUBLIC_KEY_HELP)],
     tenant: Annotated[str, typer.Option(help="The tenant the key belongs to.")],
 ) -> None:
-    """Print the tenant's vector key wrapped to the workers for one new request id, as the
-    `vector_key` of a generate or search request (JSON); it opens for that request only."""
+    """Print the tenant's vector key wrapped to the workers for this tenant and a new request
+    id, as the `vector_key` of a generate or search request (JSON). It is bound to that tenant
+    and request id, not to one request: every request of the tenant that sends it opens it,
+    so wrap a new one per request to keep each grant to one request."""
     from vaultq.client import read_vector_key, wrap_vector_key_for  # noqa: PLC0415
     from vaultq.privacy.zeroise import wiping  # noqa: PLC0415
 
@@ -696,10 +718,104 @@ def wrap_vector(
     _emit_json(wrapped.as_json())
 
 
+@keys_app.command("rewrap")
+def rewrap_keys(
+    *,
+    bucket: Annotated[str, typer.Option(help="The bucket that holds the uploads.")],
+    public_key_file: Annotated[
+        Path,
+        typer.Option(
+            "--to",
+            metavar="PUBLIC_KEY_FILE",
+            help="The new worker public key: its base64, or `vaultq keys generate`'s JSON.",
+        ),
+    ],
+    prefix: Annotated[
+        str, typer.Option(help="Only objects whose keys start with this.")
+    ] = UPLOAD_PREFIX,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Open and count every upload; write nothing.")
+    ] = False,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+) -> None:
+    """Wrap every stored upload's keys to a new worker public key, so that the old worker key
+    can leave VAULTQ_WORKER_KEYS: run it where VAULTQ_WORKER_KEYS still holds the old key.
+    Sealed texts are not touched, and a second run changes nothing. Objects that are not
+    uploads or do not open are listed and left as they are, and the exit code is 1; an error
+    that stops the run exits with 2."""
+    from vaultq.privacy.keys import KeyRing  # noqa: PLC0415
+    from vaultq.privacy.rewrap import rewrap_uploads  # noqa: PLC0415
+
+    try:
+        public_key = _read_public_key(public_key_file)
+        key_ring = KeyRing.from_env()
+        blobs = open_blobs(url)
+        try:
+            summary = rewrap_uploads(
+                blobs,
+                bucket,
+                key_ring=key_ring,
+                public_key=public_key,
+                prefix=prefix,
+                dry_run=dry_run,
+            )
+        finally:
+            blobs.close()
+    except errors.VaultqError as exc:
+        _err.out(f"error: {exc.code}: {' '.join(exc.message.splitlines())}")
+        raise typer.Exit(code=2) from None
+    _show_rewrap(summary, as_json=as_json)
+    if summary.failures:
+        raise typer.Exit(code=1)
+
+
+def _read_public_key(path: Path) -> bytes:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise errors.InvalidParameterValue(f"cannot read the public key file {path}") from None
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text)["public_key"])
+        except (ValueError, KeyError, TypeError):
+            raise errors.InvalidParameterValue(
+                f"{path} is JSON without a public_key field"
+            ) from None
+    return public_key_from_base64(text)
+
+
+def _show_rewrap(summary: RewrapSummary, *, as_json: bool) -> None:
+    if as_json:
+        _emit_json({**asdict(summary), "failed": summary.failed})
+        return
+    title = f"re-wrap to worker key {summary.target_key_id}"
+    table = Table(
+        "scanned",
+        "would re-wrap" if summary.dry_run else "re-wrapped",
+        "already current",
+        "failed",
+        title=f"{title} (dry run)" if summary.dry_run else title,
+    )
+    counts = (summary.scanned, summary.rewrapped, summary.current, summary.failed)
+    table.add_row(*map(str, counts))
+    _out.print(table)
+    if summary.failures:
+        failures = Table("object", "reason", title="left as they are")
+        for failure in summary.failures:
+            failures.add_row(Text(failure.key), failure.reason)
+        _out.print(failures)
+
+
 @app.command("embed")
 def embed(
     messages_file: Annotated[
-        Path, typer.Argument(help='JSON lines of {"id": ..., "text": ...}; - reads stdin.')
+        Path,
+        typer.Argument(
+            help='JSON lines, each {"id": "...", "text": "..."} and no other field; blank '
+            "lines are skipped; - reads stdin.",
+            show_default=False,
+        ),
     ],
     *,
     public_key: Annotated[str, typer.Option(help=_PUBLIC_KEY_HELP)],
@@ -709,70 +825,178 @@ def embed(
         typer.Option("--vector-key", help="The tenant's vector key file (vaultq keys vector)."),
     ],
     app_path: Annotated[
-        str, typer.Option("--app", help="The app whose bucket notifications to fire.")
+        str,
+        typer.Option(
+            "--app",
+            help="On the embedded store, the app whose bucket notifications bring the upload "
+            "to its workers (on AWS, S3 sends them and the app is not imported).",
+        ),
     ] = "examples.private_embeddings.app:app",
     bucket: Annotated[str, typer.Option(help="The bucket to upload into.")] = "messages",
     client: Annotated[
         str | None,
-        typer.Option(help="Track the upload as a job of this client (e.g. your token's subject)."),
+        typer.Option(help="Track each upload as a job of this client (e.g. your token's subject)."),
     ] = None,
     url: UrlOption = None,
 ) -> None:
-    """Encrypt messages on this machine and upload them as one job; prints the job id.
-    Texts never leave this process unencrypted. With --client, GET /jobs/{job_id} shows the
-    job's progress."""
-    from vaultq.client import read_vector_key, upload_messages  # noqa: PLC0415
+    """Encrypt messages on this machine and upload them into the bucket of the store that
+    VAULTQ_URL names, which `vaultq up` must have created: one job per 10,000 messages (or
+    64 MiB), one JSON line per job. Texts never leave this process unencrypted. With
+    --client, GET /jobs/{job_id} shows a job's progress. An error prints one line and exits
+    with 2; the input is checked whole before anything is uploaded."""
     from vaultq.privacy.zeroise import wiping  # noqa: PLC0415
 
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    target = load_app(app_path)
-    messages = _read_messages(messages_file)
-    worker_key = public_key_from_base64(public_key)
-    with wiping(read_vector_key(vector_key_file)) as tenant_key, _queues(url) as queues:
-        blobs = open_blobs(url, notifier=target.notifier(queues))
-        jobs = None if client is None else open_jobs(url)
-        try:
-            target.provision(queues, blobs)
-            receipt = upload_messages(
-                blobs,
-                messages,
-                bucket=bucket,
-                tenant=tenant,
-                public_key=worker_key,
-                vector_key=tenant_key,
-                jobs=jobs,
-                client_id=client,
+    try:
+        messages = _read_messages(messages_file)
+        worker_key = public_key_from_base64(public_key)
+        store_url = url or load_settings().url
+        with (
+            wiping(read_vector_key(vector_key_file)) as tenant_key,
+            _upload_target(store_url, app_path, bucket, tracked=client is not None) as target,
+        ):
+            blobs, jobs = target
+            for run in split_uploads(messages):
+                receipt = upload_messages(
+                    blobs,
+                    run,
+                    bucket=bucket,
+                    tenant=tenant,
+                    public_key=worker_key,
+                    vector_key=tenant_key,
+                    jobs=jobs,
+                    client_id=client,
+                )
+                line = {
+                    "job_id": receipt.job_id,
+                    "messages": receipt.message_count,
+                    "object_key": receipt.object_key,
+                }
+                _out.out(json.dumps(line, separators=(",", ":")))
+    except errors.VaultqError as exc:
+        _err.out(f"error: {exc.code}: {' '.join(exc.message.splitlines())}")
+        raise typer.Exit(code=2) from None
+
+
+def _read_messages(path: Path) -> list[tuple[str, str]]:
+    """Every message of a JSON-lines file, all checked; errors name the line and the field,
+    never a text."""
+    messages: list[tuple[str, str]] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(_read_input(path).split(b"\n"), 1):
+        if not line.strip():
+            continue
+        message_id, text = _message_line(number, line)
+        if message_id in first_line:
+            raise errors.InvalidParameterValue(
+                f"line {number}: id {message_id} is on line {first_line[message_id]} too"
             )
+        first_line[message_id] = number
+        messages.append((message_id, text))
+    if not messages:
+        source = "stdin" if str(path) == "-" else str(path)
+        raise errors.InvalidParameterValue(f"{source} holds no messages")
+    return messages
+
+
+def _read_input(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidParameterValue(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _message_line(number: int, line: bytes) -> tuple[str, str]:
+    try:
+        entry = json.loads(line.decode(), object_pairs_hook=functools.partial(_fields, number))
+    except UnicodeDecodeError:
+        raise errors.InvalidParameterValue(f"line {number} is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise errors.InvalidParameterValue(f"line {number} is not JSON") from None
+    if not isinstance(entry, dict):
+        raise errors.InvalidParameterValue(f'line {number} is not a JSON object {{"id", "text"}}')
+    if set(entry) != {"id", "text"}:
+        # Field names are not shown: a malformed line may hold its text in one.
+        raise errors.InvalidParameterValue(
+            f"line {number} must have exactly the fields id and text"
+        )
+    try:
+        message_id = validate_id("id", entry["id"])
+    except errors.InvalidParameterValue:
+        raise errors.InvalidParameterValue(
+            f"line {number}: id must be a string of 1-128 of A-Z a-z 0-9 _ . : -"
+        ) from None
+    encode_text(entry["text"], where=f"line {number}: text")
+    return message_id, entry["text"]
+
+
+def _fields(number: int, pairs: list[tuple[str, object]]) -> dict[str, object]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise errors.InvalidParameterValue(f"line {number} names a field twice")
+    return fields
+
+
+@contextlib.contextmanager
+def _upload_target(
+    url: str, app_path: str, bucket: str, *, tracked: bool
+) -> Iterator[tuple[BlobStore, JobStore | None]]:
+    """The store's bucket and jobs, which embed never creates: a store or bucket that no
+    server reads would take the upload, and nothing would ever embed it."""
+    embedded = urlsplit(url).scheme == "sqlite"
+    if embedded and not _database_path(url).is_file():
+        raise errors.NoSuchBucket(
+            f"no vaultq store at {_database_path(url)} (VAULTQ_URL {url}, "
+            f"from {Path.cwd()}): run embed where `vaultq up` runs, or name its store "
+            "with VAULTQ_URL or --url"
+        )
+    with _queues(url) as queues:
+        notifier = _bucket_notifier(app_path, bucket, queues) if embedded else None
+        blobs = open_blobs(url, notifier=notifier)
+        jobs: JobStore | None = None
+        try:
+            if bucket not in {each.name for each in blobs.list_buckets()}:
+                raise errors.NoSuchBucket(
+                    f"no bucket {bucket} in the store of VAULTQ_URL {url}: `vaultq up APP` "
+                    "creates the buckets and queues of its app"
+                )
+            jobs = open_jobs(url) if tracked else None
+            yield blobs, jobs
         finally:
             blobs.close()
             if jobs is not None:
                 jobs.close()
-    _emit_json(
-        {
-            "job_id": receipt.job_id,
-            "messages": receipt.message_count,
-            "object_key": receipt.object_key,
-        }
-    )
 
 
-def _read_messages(path: Path) -> list[tuple[str, str]]:
-    text = _read_stdin() if str(path) == "-" else path.read_text(encoding="utf-8")
-    messages = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+def _database_path(url: str) -> Path:
+    return (data_dir(url) / PurePosixPath(urlsplit(url).path).name).absolute()
+
+
+def _bucket_notifier(app_path: str, bucket: str, queues: QueueBackend) -> QueueNotifier:
+    """The embedded blob store sends the bucket's S3 events itself, as the app declares
+    them; the queues they go to must exist already."""
+    # Like `vaultq worker`: apps are found relative to where the command runs.
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        target = load_app(app_path)
+    except errors.InvalidParameterValue as exc:
+        raise errors.InvalidParameterValue(
+            f"{exc.message}: on the embedded store, embed needs the app that declares bucket "
+            f"{bucket}; run it from the directory that holds the app, or name it with --app"
+        ) from None
+    if bucket not in target.buckets:
+        raise errors.NoSuchBucket(f"the app {app_path} declares no bucket {bucket}")
+    for notification in target.buckets[bucket]:
         try:
-            entry = json.loads(line)
-            messages.append((str(entry["id"]), str(entry["text"])))
-        except (ValueError, KeyError, TypeError):
-            raise errors.InvalidParameterValue(
-                f"line {number} is not a JSON object with id and text"
+            queues.get_queue(notification.queue)
+        except errors.QueueDoesNotExist:
+            raise errors.QueueDoesNotExist(
+                f"bucket {bucket} notifies queue {notification.queue}, which does not exist: "
+                f"`vaultq up {app_path}` creates it"
             ) from None
-    if not messages:
-        raise errors.InvalidParameterValue("no messages to embed")
-    return messages
+    return target.notifier(queues)
 
 
 # -- helpers ----------------------------------------------------------------------------------

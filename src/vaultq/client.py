@@ -76,6 +76,7 @@ __all__ = [
     "MAX_MESSAGES",
     "MAX_QUERY_BYTES",
     "MAX_SEALED_MESSAGE_BYTES",
+    "MAX_TEXT_BYTES",
     "MAX_UPLOAD_BYTES",
     "UPLOAD_FORMAT_VERSION",
     "UPLOAD_PREFIX",
@@ -85,10 +86,12 @@ __all__ = [
     "SealedUpload",
     "UploadReceipt",
     "WrappedVectorKey",
+    "encode_text",
     "new_vector_key_file",
     "read_vector_key",
     "seal_messages",
     "seal_query",
+    "split_uploads",
     "upload_key",
     "upload_messages",
     "wrap_vector_key_for",
@@ -97,10 +100,17 @@ __all__ = [
 UPLOAD_FORMAT_VERSION = 1
 UPLOAD_PREFIX = "jobs/"
 MAX_MESSAGES = 10_000
-#: A sealed text: at most 64 KiB of UTF-8 plus the envelope's 29 bytes.
-MAX_SEALED_MESSAGE_BYTES = 64 * 1024 + 29
+#: A message's text, in UTF-8 bytes.
+MAX_TEXT_BYTES = 64 * 1024
+#: What sealing adds to a text: the envelope's version byte, nonce and tag.
+_SEAL_OVERHEAD_BYTES = 29
+#: A sealed text: the text plus the envelope's 29 bytes.
+MAX_SEALED_MESSAGE_BYTES = MAX_TEXT_BYTES + _SEAL_OVERHEAD_BYTES
 #: The whole upload object, checked before it is parsed.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: What an upload object holds besides its messages, at most: ids, and two wrapped keys of
+#: ~1.6 KB of base64 each when hybrid.
+_UPLOAD_HEADER_BYTES = 16 * 1024
 #: A search query's text, in UTF-8 bytes.
 MAX_QUERY_BYTES = 2048
 _FIELDS = frozenset({"version", "tenant", "job_id", "wrapped_key", "messages"})
@@ -130,7 +140,10 @@ class SealedMessage:
         if not isinstance(self.sealed, bytes) or not 1 <= len(self.sealed) <= (
             MAX_SEALED_MESSAGE_BYTES
         ):
-            raise InvalidUpload(f"a sealed message is 1-{MAX_SEALED_MESSAGE_BYTES} bytes")
+            raise InvalidUpload(
+                f"a sealed message is 1-{MAX_SEALED_MESSAGE_BYTES:,} bytes (a text of at most "
+                f"{MAX_TEXT_BYTES:,} bytes, sealed)"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,11 +168,18 @@ class SealedUpload:
         if self.client_id is not None:
             _check_id("client_id", self.client_id)
         _check_wrapped(self.wrapped_key, self.wrapped_vector_key)
-        if not isinstance(self.messages, tuple) or not 1 <= len(self.messages) <= MAX_MESSAGES:
-            raise InvalidUpload(f"an upload holds 1-{MAX_MESSAGES} messages (a tuple)")
-        ids = {message.message_id for message in self.messages}
-        if len(ids) != len(self.messages):
-            raise InvalidUpload("an upload names the same message_id twice")
+        if not isinstance(self.messages, tuple):
+            raise InvalidUpload("messages must be a tuple of SealedMessage")
+        if not 1 <= len(self.messages) <= MAX_MESSAGES:
+            raise InvalidUpload(
+                f"an upload holds 1-{MAX_MESSAGES:,} messages, not {len(self.messages):,}"
+            )
+        seen: set[str] = set()
+        for message in self.messages:
+            # Shown: a message id passed the id rules, and an upload holds it in clear anyway.
+            if message.message_id in seen:
+                raise InvalidUpload(f"an upload names message_id {message.message_id} twice")
+            seen.add(message.message_id)
 
     @property
     def object_key(self) -> str:
@@ -305,12 +325,21 @@ def read_vector_key(path: Path) -> bytearray:
     """A tenant vector key file's 32 bytes, in a buffer the caller wipes (the file's text
     and its decoding are immutable copies Python cannot wipe)."""
     try:
-        key = bytearray(base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True))
-    except (OSError, UnicodeDecodeError, ValueError, binascii.Error):
-        raise errors.InvalidParameterValue(f"{path} is not a base64 vector key file") from None
+        text = path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidParameterValue(
+            f"cannot read the vector key file {path}: {exc.strerror}"
+        ) from None
+    try:
+        key = bytearray(base64.b64decode(text.strip(), validate=True))
+    except (ValueError, binascii.Error):
+        key = bytearray()
     if len(key) != VECTOR_KEY_BYTES:
         wipe(key)
-        raise errors.InvalidParameterValue(f"a vector key is {VECTOR_KEY_BYTES} bytes")
+        raise errors.InvalidParameterValue(
+            f"{path} is not a vector key file (the base64 of {VECTOR_KEY_BYTES} bytes, "
+            "as `vaultq keys vector` writes)"
+        )
     return key
 
 
@@ -353,7 +382,12 @@ def seal_messages(
         sealed = tuple(
             SealedMessage(
                 message_id=_check_id("message_id", message_id),
-                sealed=seal(data_key, tenant=tenant, message_id=message_id, plaintext=_utf8(text)),
+                sealed=seal(
+                    data_key,
+                    tenant=tenant,
+                    message_id=message_id,
+                    plaintext=encode_text(text, where=f"message {message_id}: text"),
+                ),
             )
             for message_id, text in messages
         )
@@ -377,9 +411,7 @@ def seal_query(
     """Seal a search query's ``text`` for the workers of ``public_key``, for ``tenant`` only:
     a fresh data key seals it, and is wrapped for ``tenant`` and a new query id, as is the
     tenant's ``vector_key`` (needed to search a sealed collection)."""
-    plaintext = _utf8(text)
-    if not 1 <= len(plaintext) <= MAX_QUERY_BYTES:
-        raise errors.InvalidParameterValue(f"a query is 1-{MAX_QUERY_BYTES} bytes of UTF-8")
+    plaintext = encode_text(text, where="a query", max_bytes=MAX_QUERY_BYTES)
     query_id = _check_id("query_id", new_query_id())
     _check_id("tenant", tenant)
     with wiping(new_data_key()) as data_key:
@@ -420,15 +452,21 @@ def upload_messages(
         key_id=key_id,
         job_id=job_id,
     )
-    if jobs is not None and client_id is not None:
+    if client_id is not None:
         upload = replace(upload, client_id=client_id)
+    data = upload.to_json()
+    if len(data) > MAX_UPLOAD_BYTES:
+        # Refused here: a worker would dead-letter it unread (split_uploads avoids it).
+        raise errors.EntityTooLarge(
+            f"the upload is {len(data):,} bytes, at most {MAX_UPLOAD_BYTES:,}: "
+            "split the messages into several uploads"
+        )
+    if jobs is not None and client_id is not None:
         jobs.create(
             JobKey(tenant_id=tenant, client_id=client_id, job_id=upload.job_id),
             attributes={"messages_total": len(upload.messages)},
         )
-    info: ObjectInfo = blobs.put(
-        bucket, upload.object_key, upload.to_json(), content_type="application/json"
-    )
+    info: ObjectInfo = blobs.put(bucket, upload.object_key, data, content_type="application/json")
     return UploadReceipt(
         job_id=upload.job_id,
         bucket=bucket,
@@ -436,6 +474,50 @@ def upload_messages(
         message_count=len(upload.messages),
         size_bytes=info.size_bytes,
     )
+
+
+def split_uploads(
+    messages: Sequence[tuple[str, str]],
+    *,
+    max_messages: int = MAX_MESSAGES,
+    max_bytes: int = MAX_UPLOAD_BYTES - _UPLOAD_HEADER_BYTES,
+) -> list[list[tuple[str, str]]]:
+    """``messages`` in order, cut into as few runs as fit one upload each: at most
+    ``max_messages``, and at most ``max_bytes`` of messages in the upload object (each
+    message costs exactly its JSON there: its id and the base64 of its sealed text)."""
+    runs: list[list[tuple[str, str]]] = [[]]
+    size = 0
+    for message_id, text in messages:
+        _check_id("message_id", message_id)
+        sealed_bytes = len(encode_text(text, where=f"message {message_id}: text"))
+        sealed_bytes += _SEAL_OVERHEAD_BYTES
+        cost = len('{"message_id":"","sealed":""},') + len(message_id) + (sealed_bytes + 2) // 3 * 4
+        if runs[-1] and (len(runs[-1]) == max_messages or size + cost > max_bytes):
+            runs.append([])
+            size = 0
+        runs[-1].append((message_id, text))
+        size += cost
+    return runs if runs[-1] else []
+
+
+def encode_text(text: object, *, where: str, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """``text`` as the UTF-8 that is sealed: 1 to ``max_bytes`` bytes of it. Errors start
+    with ``where`` and show no part of the text."""
+    if not isinstance(text, str):
+        raise errors.InvalidParameterValue(f"{where} must be a string")
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        raise errors.InvalidParameterValue(
+            f"{where} holds a lone surrogate (e.g. \\ud800), which UTF-8 cannot encode"
+        ) from None
+    if not data:
+        raise errors.InvalidParameterValue(f"{where} is empty")
+    if len(data) > max_bytes:
+        raise errors.InvalidParameterValue(
+            f"{where} is {len(data):,} bytes of UTF-8, at most {max_bytes:,}"
+        )
+    return data
 
 
 def _wrap_optional(
@@ -463,12 +545,6 @@ def _wrapped_vector_key(fields: Mapping[str, Any]) -> WrappedKey | None:
 
 def _optional_key(wrapped: WrappedKey | None) -> dict[str, str]:
     return {} if wrapped is None else {"wrapped_vector_key": _b64(wrapped.to_bytes())}
-
-
-def _utf8(text: str) -> bytes:
-    if not isinstance(text, str):
-        raise errors.InvalidParameterValue("a message's text must be a str")
-    return text.encode()
 
 
 def _check_id(label: str, value: object) -> str:

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_URL = "sqlite:///.vaultq/vaultq.db"
 SCHEMES = ("sqlite", "aws")
+#: The embedded vector store, or pgvector (libpq takes both spellings).
+VECTOR_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 class Settings(BaseSettings):
@@ -25,6 +27,10 @@ class Settings(BaseSettings):
     #: for SQS, S3 and DynamoDB (the outbox, rate limits and idempotency records in the state
     #: table ``S``, default ``vaultq-state``, or in a local ``state=`` database).
     url: str = Field(default=DEFAULT_URL)
+    #: The vector store: ``sqlite:///path.db`` (embedded) or ``postgresql://...`` (pgvector,
+    #: which every worker shares). None: ``vectors.db`` beside an embedded ``url``'s
+    #: database; an ``aws://`` url needs one. Secret: the URL may hold a password.
+    vectors_url: SecretStr | None = None
     #: With the queue disabled the API still accepts jobs; they wait, ``queued``, in the
     #: outbox until the queue is enabled again.
     queue_enabled: bool = True
@@ -53,4 +59,17 @@ class Settings(BaseSettings):
         scheme = url.split("://", 1)[0]
         if "://" not in url or scheme not in SCHEMES:
             raise ValueError(f"VAULTQ_URL must start with one of {', '.join(SCHEMES)}://")
+        return url
+
+    @field_validator("vectors_url")
+    @classmethod
+    def _known_vector_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return url
+        scheme, separator, _rest = url.get_secret_value().partition("://")
+        if not separator or scheme not in VECTOR_SCHEMES:
+            # The message names the variable only: the value may hold a password.
+            raise ValueError(
+                f"VAULTQ_VECTORS_URL must start with one of {', '.join(VECTOR_SCHEMES)}://"
+            )
         return url

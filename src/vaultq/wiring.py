@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vaultq.outbox.protocol import Outbox
     from vaultq.queues.protocol import QueueBackend
     from vaultq.runtime.rate_limit import RateLimiter, TokenBucket
+    from vaultq.vectors.protocol import VectorStore
 
 _QUEUE_ADAPTERS = {
     "sqlite": "vaultq.queues.sqlite:SqliteQueues",
@@ -48,6 +49,11 @@ _BLOB_ADAPTERS = {"sqlite": "vaultq.blobs.local:LocalBlobs", "aws": "vaultq.blob
 _IDEMPOTENCY_ADAPTERS = {
     "sqlite": "vaultq.idempotency.sqlite:SqliteIdempotency",
     "aws": "vaultq.idempotency.dynamodb:DynamoIdempotency",
+}
+_VECTOR_ADAPTERS = {
+    "sqlite": "vaultq.vectors.embedded:EmbeddedVectors",
+    "postgresql": "vaultq.vectors.pgvector:PgVectors",
+    "postgres": "vaultq.vectors.pgvector:PgVectors",
 }
 _SQLITE_OPTIONS = frozenset({"durability"})
 _AWS_OPTIONS = frozenset({"region", "endpoint_url", "jobs_table", "state", "state_table"})
@@ -176,6 +182,42 @@ def local_secret(root: Path, name: str) -> bytes:
     with os.fdopen(descriptor, "w") as file:
         file.write(secrets.token_hex(32))
     return bytes.fromhex(path.read_text().strip())
+
+
+def open_vectors(url: str | None = None) -> VectorStore:
+    """Open the vector store that ``url`` (default: the settings' ``vectors_url``) names:
+    ``sqlite:///path.db`` the embedded store, ``postgresql://...`` pgvector. Without either,
+    ``vectors.db`` beside the embedded database; an aws deployment must name one, since a
+    file per worker would split its vectors between them."""
+    target = _vectors_target(url)
+    scheme = "sqlite" if isinstance(target, Path) else _scheme(target)
+    store: VectorStore = _load(_VECTOR_ADAPTERS, scheme)(target)
+    return store
+
+
+def _vectors_target(url: str | None) -> str | Path:
+    """The embedded store's file, or the URL as libpq reads it."""
+    if url is None:
+        settings = load_settings()
+        if settings.vectors_url is None:
+            return _default_vectors_path(settings.url)
+        url = settings.vectors_url.get_secret_value()
+    if _scheme(url) != "sqlite":
+        return url
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.query or not path:
+        raise errors.InvalidSettings("a sqlite vectors URL is sqlite:///path.db, with no options")
+    return Path(path)
+
+
+def _default_vectors_path(url: str) -> Path:
+    if _scheme(url) == "aws":
+        raise errors.InvalidSettings(
+            "an aws VAULTQ_URL needs VAULTQ_VECTORS_URL (postgresql://...): a local vector "
+            "file per worker would split the vectors, and each search would see only some"
+        )
+    return data_dir(url) / "vectors.db"
 
 
 def open_idempotency_store(url: str | None = None) -> Any:

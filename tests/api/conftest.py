@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"s" * 48
+#: How long `vaultq up` may take to answer /healthz: imports alone take seconds on a loaded
+#: 2-core CI machine, and the wait ends as soon as it answers.
+START_SECONDS = 60.0
 
 
 @dataclass
@@ -79,7 +82,7 @@ def start_server(
         stderr=subprocess.DEVNULL,
     )
     server = Server(base_url=f"http://127.0.0.1:{port}", data=data, process=process)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_SECONDS
     while True:
         try:
             with httpx.Client(timeout=1) as probe:
@@ -114,7 +117,9 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         running.stop()
 
 
-def wait_for(probe: Callable[[], Any], *, timeout_seconds: float = 30.0) -> Any:
+def wait_for(probe: Callable[[], Any], *, timeout_seconds: float = 60.0) -> Any:
+    """``probe()`` once it is truthy. The deadline is generous, as a loaded CI machine can
+    take tens of seconds to start handler processes; the wait ends as soon as it holds."""
     deadline = time.monotonic() + timeout_seconds
     while True:
         value = probe()

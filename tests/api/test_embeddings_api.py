@@ -21,15 +21,18 @@ from vaultq.client import (
     SealedMessage,
     seal_messages,
     seal_query,
+    upload_key,
     upload_messages,
     wrap_vector_key_for,
 )
+from vaultq.jobs.protocol import JobKey
 from vaultq.privacy.keys import Kem, generate_worker_key
 from vaultq.queues.sqlite import SqliteQueues
 from vaultq.vectors.embedded import EmbeddedVectors
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     import httpx2 as httpx
 
@@ -145,7 +148,8 @@ def search(deployment: Deployment, body: dict[str, Any], tenant: str = "acme") -
         body = {"vector_key": deployment.vector_key(tenant), **body}
     client = deployment.client(tenant)
     accepted = client.post("/api/v1/search", json=body)
-    assert accepted.status_code in {200, 202}, accepted.text
+    # A search that failed while the request waited is a problem naming its job.
+    assert accepted.status_code in {200, 202, 422}, accepted.text
     return finished(client, accepted.json()["job_id"])
 
 
@@ -288,10 +292,73 @@ def test_a_vector_key_wrapped_for_another_tenant_or_a_wrong_key_fails_the_search
         deployment, {"query": "jazz", "vector_key": deployment.vector_key(key=os.urandom(32))}
     )
 
-    for job in (replayed, wrong):
+    for job, reason in ((replayed, "DECRYPTION_FAILED"), (wrong, "VECTOR_KEY_MISMATCH")):
         assert job["status"] == "dead_lettered"
         assert job["result"] is None
-        assert "DECRYPTION_FAILED" in job["error"]
+        assert job["error"].startswith(reason)
+
+
+def test_a_search_that_fails_while_it_waits_is_answered_as_the_callers_error(
+    deployment: Deployment,
+) -> None:
+    rival_indexed(deployment)
+    search(deployment, {"query": "warm up", "k": 1}, tenant="rival")
+    # Acme's wrapped vector key, replayed by rival: it opens for acme's request only.
+    body = {"query": "jazz", "vector_key": deployment.vector_key("acme"), "k": 1}
+
+    refused = deployment.client("rival").post("/api/v1/search", json=body)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["code"] == "DECRYPTION_FAILED"
+    job = deployment.client("rival").get(f"/jobs/{problem['job_id']}").json()
+    assert (problem["job_status"], job["status"]) == ("dead_lettered", "dead_lettered")
+
+
+def test_a_tracked_upload_at_another_tenants_key_dead_letters_the_job_at_that_key(
+    deployment: Deployment,
+) -> None:
+    """The handler fails before the document names its job: the job is found from the
+    object's key (tenant and job id) rather than left queued."""
+    document = seal_messages(
+        [("m-0", "an ordinary note")],
+        public_key=deployment.key.public_key,
+        tenant="rival",
+        vector_key=VECTOR_KEYS["rival"],
+    )
+    deployment.jobs.create(JobKey(tenant_id="acme", client_id="alice", job_id=document.job_id))
+
+    deployment.blobs.put(
+        BUCKET, upload_key(tenant="acme", job_id=document.job_id), document.to_json()
+    )
+    job = finished(deployment.client(), document.job_id)
+
+    assert (job["status"], job["error"]) == ("dead_lettered", "INVALID_UPLOAD")
+
+
+def test_an_api_without_the_worker_public_key_is_not_ready_and_says_why(
+    tmp_path: Path,
+) -> None:
+    server = start_server(tmp_path, app=APP, workers=0, **{PUBLIC_KEY_VARIABLE: ""})
+    try:
+        client = server.client(token("acme"))
+        body = {
+            "query": "jazz",
+            "vector_key": wrap_vector_key_for(
+                os.urandom(32), public_key=generate_worker_key().public_key, tenant="acme"
+            ).as_json(),
+        }
+
+        searched = client.post("/api/v1/search", json=body)
+        ready = client.get("/readyz")
+    finally:
+        server.stop()
+
+    assert searched.status_code == 500
+    assert searched.json()["code"] == "WORKER_PUBLIC_KEY_MISSING"
+    assert ready.status_code == 503
+    assert PUBLIC_KEY_VARIABLE in ready.json()["detail"]
 
 
 def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
@@ -328,6 +395,7 @@ def test_generate_reembeds_the_callers_messages_and_reports_unknown_ids(
         "model",
     }
     assert result["unknown_message_ids"] == ["rival-msg-1", "nope"]
+    assert result["unopened_message_ids"] == {}
     assert result["priority"] == "high"
     assert (acme_count, rival_count) == (len(MESSAGES), len(MESSAGES))
     assert job["progress"] == 1.0

@@ -74,6 +74,7 @@ def test_deduplication_follows_the_queue_unless_declared() -> None:
         ({"ttl_seconds": 10}, "ttl_seconds"),
         ({"wait_seconds": 21}, "wait_seconds"),
         ({"wait_seconds": 5, "files": ["drawing"], "bucket": "inputs"}, "wait_seconds"),
+        ({"wait_seconds": 5, "failure_statuses": {"DENIED": 200}}, "failure_statuses"),
         ({"queue_by": QueueChoice(field="name", queues={"x": "missing"})}, "queue_by names"),
         ({"queue_by": QueueChoice(field="name", queues={"x": "plain.fifo"})}, "queue_by names"),
     ],

@@ -20,12 +20,13 @@ def test_waiting_receive_wakes_when_a_message_arrives(queues: QueueBackend, queu
     sender = send_later(queues, queue, 0.3)
     started = time.monotonic()
 
-    messages = queues.receive(queue, wait_seconds=10)
+    messages = queues.receive(queue, wait_seconds=20)
 
     elapsed = time.monotonic() - started
     sender.join()
     assert [m.body for m in messages] == ["x"]
-    assert 0.25 <= elapsed < 2.0
+    # Woken by the send, not by the end of the wait; a loaded machine may be slow to wake.
+    assert 0.25 <= elapsed < 10
 
 
 def test_waiting_receive_gives_up_after_the_wait(queues: QueueBackend, queue: str) -> None:
@@ -52,7 +53,7 @@ def test_waiting_receive_wakes_when_a_visibility_timeout_expires(
     [first] = queues.receive(queue, visibility_timeout_seconds=1)
     started = time.monotonic()
 
-    [again] = queues.receive(queue, wait_seconds=5)
+    [again] = queues.receive(queue, wait_seconds=20)
 
     assert again.message_id == first.message_id
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10, "woken when the lease lapsed, not at the wait's end"

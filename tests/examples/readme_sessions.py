@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 DOCUMENTED_URL = "http://127.0.0.1:8000"
-POLL_SECONDS = 30.0
+#: A read polls this long at most: enough for a worker to load a model on a loaded machine.
+POLL_SECONDS = 60.0
 _SESSION = re.compile(r"^```bash session\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _ANSWER = "# =>"
 _WRITES = re.compile(r"\s(-X|-d|-F|-T|--data\S*|--form\S*)\s")

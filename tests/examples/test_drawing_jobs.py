@@ -87,7 +87,7 @@ def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
         view: dict[str, Any] = client.get(f"/status/{job_id}").json()
         return view if view["status"] in {"succeeded", "failed", "dead_lettered"} else None
 
-    view: dict[str, Any] = wait_for(terminal, timeout_seconds=30)
+    view: dict[str, Any] = wait_for(terminal)
     return view
 
 
@@ -162,6 +162,6 @@ def test_more_than_five_dead_letters_raise_the_alarm(server: Server, client, job
 
     assert finished(client, submit(client, b"not a PDF either"))["status"] == "dead_lettered"
 
-    wait_for(lambda: state() == "ALARM", timeout_seconds=10)
+    wait_for(lambda: state() == "ALARM")
     raised = operator.get(f"/alarms/{name}/history").json()[0]
     assert (raised["old_state"], raised["new_state"], raised["value"]) == ("OK", "ALARM", 6)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2 as httpx
 import pytest
 
-from tests.api.conftest import ROOT, SECRET, Server, free_port, token, wait_for
+from tests.api.conftest import ROOT, SECRET, START_SECONDS, Server, free_port, token, wait_for
 from vaultq.jobs.protocol import JobKey
 from vaultq.jobs.sqlite import SqliteJobs
 from vaultq.outbox.sqlite import SqliteOutbox
@@ -45,7 +45,9 @@ def start(data: Path, *, workers: int = 1, **env: str) -> Server:
     )
     server = Server(base_url=f"http://127.0.0.1:{port}", data=data, process=process)
     try:
-        wait_for(lambda: process.poll() is not None or _healthy(server))
+        wait_for(
+            lambda: process.poll() is not None or _healthy(server), timeout_seconds=START_SECONDS
+        )
         if process.poll() is not None:
             raise RuntimeError("vaultq up did not start")
     except BaseException:
@@ -291,6 +293,8 @@ def test_uploads_wait_while_the_queue_is_disabled_and_run_once_it_is_back(
         keys = [JobKey(tenant_id="acme", client_id="alice", job_id=j) for j in job_ids]
         assert [job.attempts for job in map(jobs.get, keys) if job] == [1, 1]
         consumer = up.client(CONSUMER)
+        # A job ends just before its message is deleted: wait for the delete.
+        wait_for(lambda: consumer.get("/queues/predictions/stats").json()["in_flight"] == 0)
         stats = consumer.get("/queues/predictions/stats").json()
         assert (stats["visible"], stats["in_flight"]) == (0, 0)
         assert consumer.get("/queues/predictions-dlq/stats").json()["visible"] == 0

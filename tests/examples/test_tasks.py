@@ -337,6 +337,8 @@ def test_a_failed_task_holds_back_later_tasks_until_it_succeeds(
     start_worker()
 
     wait_for(lambda: bench.status(c) is JobStatus.SUCCEEDED)
+    # A task's job ends inside its batch, just before the batch is written down.
+    wait_for(lambda: len(bench.batches()) >= 2)
 
     assert bench.batches() == [
         # B fails its first attempt; C, after it, is not attempted and goes back with it.
@@ -356,6 +358,7 @@ def test_a_task_that_always_fails_is_dead_lettered_before_later_tasks_run(
     d = bench.post("D")
 
     wait_for(lambda: bench.status(d) is JobStatus.SUCCEEDED)
+    wait_for(lambda: len(bench.batches()) >= 4)
 
     assert bench.batches() == [
         {"seen": [["A", 1], ["FAIL B", 1], ["C", 1]], "failed": ["FAIL B", "C"]},

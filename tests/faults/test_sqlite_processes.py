@@ -27,11 +27,15 @@ SENDER = textwrap.dedent("""
 """)
 
 CONSUMER = textwrap.dedent("""
+    import pathlib
     import sys
     import time
     from vaultq.queues import DeleteEntry
     from vaultq.queues.sqlite import SqliteQueues
-    queues = SqliteQueues(sys.argv[1])
+    queues, go = SqliteQueues(sys.argv[1]), pathlib.Path(sys.argv[2])
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
     while batch := queues.receive("q", max_messages=10, wait_seconds=1,
                                   visibility_timeout_seconds=300):
         for message in batch:
@@ -112,9 +116,10 @@ def test_consumer_processes_share_a_backlog_without_duplicates(tmp_path: Path) -
     db = tmp_path / "vaultq.db"
     queues = SqliteQueues(db)
     queues.create_queue("q")
+    go = tmp_path / "go"
     consumers = [
         subprocess.Popen(
-            [sys.executable, "-c", CONSUMER, str(db)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", CONSUMER, str(db), str(go)], stdout=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]
@@ -123,6 +128,12 @@ def test_consumer_processes_share_a_backlog_without_duplicates(tmp_path: Path) -
         bodies = [f"m{i}" for i in range(start, start + 10)]
         queues.send_batch("q", [SendEntry(id=b, message=OutgoingMessage(body=b)) for b in bodies])
         expected |= set(bodies)
+    for consumer in consumers:
+        assert consumer.stdout is not None
+        assert consumer.stdout.readline().strip() == "ready"
+    # Both are up, however long their start took, and the whole backlog waits: an empty
+    # receive now means it is drained, not that the sender fell behind.
+    go.touch()
 
     outputs = [consumer.communicate(timeout=60)[0].split() for consumer in consumers]
 

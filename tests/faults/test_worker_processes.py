@@ -98,7 +98,7 @@ def test_sigkill_of_a_worker_loses_no_message(setup) -> None:
     start_worker()
 
     wait_for(lambda: set(effects.items("steady-done")) == items, timeout_seconds=60)
-    wait_for(lambda: queues.stats("steady").in_flight == 0, timeout_seconds=30)
+    wait_for(lambda: queues.stats("steady").in_flight == 0)
     assert queues.stats("steady").visible == 0
 
 
@@ -119,11 +119,20 @@ def test_sigterm_drains_the_running_batches_and_returns_the_rest(setup) -> None:
     assert stats.visible == 8 - len(done)
 
 
+def polling(worker: subprocess.Popen[str]) -> None:
+    """Return once ``worker`` says it polls: a worker still starting finds no backlog left."""
+    assert worker.stderr is not None
+    for line in worker.stderr:
+        if "worker polling" in line:
+            return
+    raise AssertionError(f"the worker exited with {worker.wait()} before it polled")
+
+
 def test_two_worker_processes_share_the_work(setup) -> None:
     queues, effects, start_worker = setup
+    for worker in [start_worker(), start_worker()]:
+        polling(worker)
     items = send_items(queues, 40, seconds=0.1)
-    start_worker()
-    start_worker()
 
     wait_for(lambda: set(effects.items("steady-done")) == items, timeout_seconds=60)
 

@@ -85,7 +85,9 @@ def send(queues: SqliteQueues, queue: str, item: str, do: str = "ok", **extra: A
     return queues.send(queue, OutgoingMessage(body=body, **group)).message_id
 
 
-def wait_for(probe: Callable[[], Any], *, timeout_seconds: float = 30.0) -> Any:
+def wait_for(probe: Callable[[], Any], *, timeout_seconds: float = 60.0) -> Any:
+    """``probe()`` once it is truthy. The deadline is generous, as a loaded CI machine can
+    take tens of seconds to start handler processes; the wait ends as soon as it holds."""
     deadline = time.monotonic() + timeout_seconds
     while True:
         value = probe()

@@ -92,7 +92,7 @@ def test_retried_job_resumes_from_its_last_checkpoint(env) -> None:
     submit(queues, jobs, hang_after="transform")
     start()
 
-    wait_for(lambda: status(jobs) is JobStatus.SUCCEEDED, timeout_seconds=30)
+    wait_for(lambda: status(jobs) is JobStatus.SUCCEEDED)
 
     assert effects.items("fetch") == ["job-1"], "fetch ran once: the retry resumed after it"
     assert effects.items("transform") == ["job-1"]

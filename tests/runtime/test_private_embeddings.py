@@ -5,6 +5,7 @@ worker and handler processes, and no plaintext or data key lands anywhere on dis
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import threading
@@ -17,6 +18,7 @@ import pytest
 from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app
 
 from tests.runtime.conftest import wait_for
+from tests.runtime.quick_retries import shorten_upload_retries
 from vaultq import wiring
 from vaultq.client import (
     SealedMessage,
@@ -38,6 +40,7 @@ from vaultq.jobs.protocol import JobKey, JobStatus
 from vaultq.jobs.sqlite import SqliteJobs
 from vaultq.privacy.keys import KeyRing, generate_worker_key
 from vaultq.queues.sqlite import SqliteQueues
+from vaultq.runtime.backoff import retry_delay_seconds
 from vaultq.runtime.jobs import JobHandle
 from vaultq.runtime.worker import Worker
 from vaultq.vectors.embedded import EmbeddedVectors
@@ -57,6 +60,9 @@ if os.environ.get(HANDLER_LOG_VARIABLE):
     logging.basicConfig(level=logging.DEBUG, filename=os.environ[HANDLER_LOG_VARIABLE])
 
 APP_PATH = "tests.runtime.test_private_embeddings:app"
+# Handler processes load the model before their first batch: 81 s for 20 texts at a load
+# average of 11 on 2 cores, two thirds of the suite's 120 s. Each wait ends once it holds.
+pytestmark = pytest.mark.timeout(240)
 DLQ = f"{QUEUE}-dlq"
 TENANT = "tenant-a"
 #: The tenant's vector key, as its client keeps it (never in the data directory).
@@ -117,15 +123,37 @@ def model() -> LocalSentenceModel:
 
 @pytest.fixture
 def flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flow]:
+    yield from run_flow(tmp_path, monkeypatch, worker_keys=True)
+
+
+@pytest.fixture
+def keyless_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flow]:
+    """A worker started without ``VAULTQ_WORKER_KEYS`` (e.g. a misspelt variable)."""
+    yield from run_flow(tmp_path, monkeypatch, worker_keys=False)
+
+
+def run_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, worker_keys: bool
+) -> Iterator[Flow]:
     url = f"sqlite:///{tmp_path}/vaultq.db"
     key = generate_worker_key()
     monkeypatch.setenv("VAULTQ_URL", url)
-    monkeypatch.setenv("VAULTQ_WORKER_KEYS", base64.b64encode(key.private_key).decode())
+    if worker_keys:
+        monkeypatch.setenv("VAULTQ_WORKER_KEYS", base64.b64encode(key.private_key).decode())
+    else:
+        monkeypatch.delenv("VAULTQ_WORKER_KEYS", raising=False)
     monkeypatch.setenv(HANDLER_LOG_VARIABLE, str(tmp_path / "handler.log"))
+    shorten_upload_retries(monkeypatch)
     queues = SqliteQueues(tmp_path / "vaultq.db")
     blobs = wiring.open_blobs(url, notifier=app.notifier(queues))
     app.provision(queues, blobs)
-    worker = Worker(app, app_path=APP_PATH, queues=queues)
+    worker = Worker(
+        app,
+        app_path=APP_PATH,
+        queues=queues,
+        handlers=["embed_uploads"],
+        job_store_factory=functools.partial(wiring.open_jobs, url),
+    )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
@@ -232,6 +260,52 @@ def test_an_upload_wrapped_to_an_unknown_key_is_dead_lettered_as_unknown_key_id(
     assert dead.dead_letter is not None
     assert dead.dead_letter.reason == "UNKNOWN_KEY_ID"
     assert stranger.key_id in (dead.dead_letter.last_error or "")
+
+
+def test_an_upload_failing_for_a_retryable_reason_is_retried_for_minutes() -> None:
+    """UNKNOWN_KEY_ID while a key rotation reaches every worker, EMBEDDING_API_ERROR during
+    a provider outage: the upload is retried for at least ten minutes, at worst, before it
+    is dead-lettered, and its message outlives that window."""
+    queue = app.queues[QUEUE]
+    assert queue.dead_letter is not None
+    retry = app.handlers["embed_uploads"].mapping.retry
+    receives = queue.dead_letter.max_receive_count
+
+    # The shortest a jitter could make each wait.
+    waits = [retry_delay_seconds(retry, n, random=lambda: 0.0) for n in range(1, receives)]
+
+    assert sum(waits) >= 10 * 60
+    assert sum(waits) + receives * queue.attributes.visibility_timeout_seconds < (
+        queue.attributes.message_retention_seconds
+    )
+
+
+def test_a_tracked_upload_a_worker_without_keys_cannot_open_dead_letters_its_job(
+    keyless_flow: Flow,
+) -> None:
+    jobs = SqliteJobs(keyless_flow.root / "vaultq.db")
+    try:
+        receipt = upload_messages(
+            keyless_flow.blobs,
+            texts(1),
+            bucket=BUCKET,
+            public_key=keyless_flow.key.public_key,
+            tenant=TENANT,
+            vector_key=TENANT_KEY,
+            jobs=jobs,
+            client_id="alice",
+        )
+        key = JobKey(tenant_id=TENANT, client_id="alice", job_id=receipt.job_id)
+
+        dead = keyless_flow.dead_letter()
+        # The handler marks the job before it fails: before the message is dead-lettered.
+        job = jobs.get(key)
+    finally:
+        jobs.close()
+
+    assert dead.dead_letter is not None and dead.dead_letter.reason == "INVALID_SETTINGS"
+    assert job is not None
+    assert (job.status, job.error) == (JobStatus.DEAD_LETTERED, "INVALID_SETTINGS")
 
 
 def test_a_tenants_wrapped_vector_key_replayed_in_another_tenants_upload_is_dead_lettered(

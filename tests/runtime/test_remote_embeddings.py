@@ -22,6 +22,7 @@ from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app
 
 from tests.runtime.conftest import wait_for
 from tests.runtime.openai_embeddings_server import EmbeddingsServer, embeddings_server
+from tests.runtime.quick_retries import shorten_upload_retries
 from vaultq import wiring
 from vaultq.client import upload_messages
 from vaultq.embeddings import LocalSentenceModel
@@ -167,6 +168,7 @@ def deploy(
         }
         for name, value in variables.items():
             env.setenv(name, value)
+        shorten_upload_retries(env)
         queues = SqliteQueues(root / "vaultq.db")
         blobs = wiring.open_blobs(url, notifier=app.notifier(queues))
         jobs = wiring.open_jobs(url)

@@ -360,7 +360,7 @@ def test_a_change_is_logged_without_the_webhook_url(
     assert "secret-in-url" not in caplog.text
 
 
-def wait_until(probe: Callable[[], object], *, timeout_seconds: float = 10.0) -> None:
+def wait_until(probe: Callable[[], object], *, timeout_seconds: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not probe():
         assert time.monotonic() < deadline, "condition not met in time"

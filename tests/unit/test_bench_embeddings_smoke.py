@@ -21,6 +21,8 @@ def test_messages_are_deterministic_chat_texts_of_10_to_30_words() -> None:
     assert all(10 <= len(text.split()) <= 31 for _id, text in messages)  # 30 + an ending
 
 
+# A worker and a raw-speed process each load the model: 162 s at a load average of 11.
+@pytest.mark.timeout(300)
 def test_a_tiny_embeddings_bench_reports_positive_figures() -> None:
     # Given 40 messages and one worker process
     # When the benchmark prints its figures as JSON

@@ -29,16 +29,17 @@ if TYPE_CHECKING:
     from vaultq.runtime.rate_limit import RateLimiter
 
 HAMMER = textwrap.dedent("""
-    import json, sys, time
+    import json, pathlib, sys, time
     from vaultq.ratelimits.sqlite import SqliteRateLimiter
     from vaultq.runtime.rate_limit import TokenBucket
-    db, start, duration = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    db, go, duration = sys.argv[1], pathlib.Path(sys.argv[2]), float(sys.argv[3])
     limiter = SqliteRateLimiter(db, default=TokenBucket(rate_per_second=50, burst=10))
-    while time.time() < start:
+    print("ready", flush=True)
+    while not go.exists():
         time.sleep(0.001)
     allowed = attempts = 0
     first = time.time()
-    while time.time() < start + duration:
+    while time.time() < first + duration:
         allowed += limiter.acquire("provider").allowed
         attempts += 1
     last = time.time()
@@ -144,15 +145,19 @@ def test_a_limiter_never_allows_what_another_limiter_on_the_file_took(
 def test_two_processes_together_stay_within_one_limit(tmp_path: Path) -> None:
     db = tmp_path / "vaultq.db"
     SqliteRateLimiter(db, default=TokenBucket(rate_per_second=50, burst=10)).close()
-    start = time.time() + 2.0  # both interpreters are up and waiting by then
+    go = tmp_path / "go"
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", HAMMER, str(db), str(start), "1.0"],
+            [sys.executable, "-c", HAMMER, str(db), str(go), "1.0"],
             stdout=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+    go.touch()  # both have opened the limiter, however long their start took: now they ask
     reports = [json.loads(process.communicate(timeout=60)[0]) for process in processes]
 
     allowed = sum(report["allowed"] for report in reports)
@@ -180,20 +185,24 @@ def test_wait_sleeps_exactly_the_retry_after(open_limiter: OpenLimiter) -> None:
 def test_wait_in_real_time_sleeps_about_the_retry_after_and_never_spins(
     open_limiter: OpenLimiter,
 ) -> None:
-    limiter = open_limiter(default=TokenBucket(rate_per_second=5, burst=1))
-    assert limiter.acquire("provider").allowed
+    # A token a second: `wait` asks again long before it is back, even when a loaded machine
+    # makes each call to moto take a few hundred milliseconds (0.2 s was not enough).
+    limiter = open_limiter(default=TokenBucket(rate_per_second=1, burst=1))
     sleeps: list[float] = []
 
     def sleep(seconds: float) -> None:
         sleeps.append(seconds)
         time.sleep(seconds)
 
+    # Timed from the token taken: a loaded machine may spend part of the second before `wait`.
     started = time.monotonic()
+    assert limiter.acquire("provider").allowed
     decision = wait(limiter, "provider", timeout_seconds=5, sleep=sleep)
     elapsed_seconds = time.monotonic() - started
 
     assert decision.allowed
-    assert 0.18 <= elapsed_seconds < 0.5
+    assert elapsed_seconds >= 0.98, "it waited for the token to come back"
+    assert sum(sleeps) <= 1.01, "it slept the retry-after, not more"
     assert 1 <= len(sleeps) <= 2  # a second, short sleep only if the first woke early
 
 

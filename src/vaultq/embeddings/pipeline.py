@@ -21,18 +21,22 @@ sealing the same vector for the same message again gives the same bytes, so repr
 an upload changes no row, and equal ciphertexts reveal only that a message's vector did not
 change. The worker holds no vector key between jobs; a sealed collection's job without a
 wrapped vector key is refused (``InvalidUpload``), and one whose key was wrapped for
-another tenant or job fails to unwrap (``DecryptionFailed``). A search with another vector
-key than the one that sealed the tenant's vectors fails with ``DecryptionFailed``.
+another tenant or job fails to unwrap (``DecryptionFailed``). The first job's vector key
+becomes the tenant's: a later job's key must open one of the tenant's stored vectors, else
+the job is refused before it stores anything (``VectorKeyMismatch``, one decrypt per job),
+and a search whose key does not open stored vectors names their messages.
 
 ``regenerate`` re-embeds a tenant's named messages from the upload objects under
 ``jobs/<tenant>/`` (the bucket is the index: no other copy of which upload holds which
-message exists) with the request's own wrapped vector key, and ``search_query`` answers a
-``SealedQuery``: the query's data key and vector key are unwrapped for that tenant and
-query only, the text opened and embedded in memory, the tenant's vectors opened with its
-vector key and ranked, and every key and buffer wiped.
+message exists; a message is taken from its newest upload that opens, and ids that none
+opens for are reported, not fatal) with the request's own wrapped vector key, and
+``search_query`` answers a ``SealedQuery``: the query's data key and vector key are
+unwrapped for that tenant and query only, the text opened and embedded in memory, the
+tenant's vectors opened with its vector key and ranked, and every key and buffer wiped.
 
 One collection holds vectors of one model, which it records (``collection_model``): a
-provider of another model or dimension is refused (``InvalidSettings``) before anything is
+provider of another model or dimension, or a collection of another mode than the app
+expects (``EmbeddingServices.mode``), is refused (``InvalidSettings``) before anything is
 embedded, and each vector's metadata names the provider that embedded it (the local model
 for a batch a ``FallbackProvider`` handed to it, which is logged as a fallback).
 
@@ -47,7 +51,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -72,6 +76,7 @@ from vaultq.privacy.envelope import (
     bound_context,
     open_sealed,
 )
+from vaultq.privacy.rewrap import is_rewrap_write, uploaded_at_ms
 from vaultq.privacy.zeroise import wipe, wiping
 from vaultq.vectors.protocol import MAX_BATCH, MAX_PAGE_SIZE, Mode, VectorItem, validate_id
 from vaultq.vectors.similarity import top_k
@@ -84,7 +89,7 @@ except ImportError as exc:  # pragma: no cover - similarity raised first; kept f
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 
     from numpy.typing import NDArray
 
@@ -93,13 +98,14 @@ if TYPE_CHECKING:
     from vaultq.observe.protocol import MetricsStore
     from vaultq.privacy.keys import KeyRing, WrappedKey
     from vaultq.runtime.jobs import JobHandle
-    from vaultq.vectors.protocol import Collection, VectorStore
+    from vaultq.vectors.protocol import Collection, SealedItem, VectorStore
 
 __all__ = [
     "EmbeddingServices",
     "MessageResult",
     "Regenerated",
     "VectorKey",
+    "VectorKeyMismatch",
     "collection_model",
     "embed_upload",
     "ensure_collection",
@@ -117,6 +123,8 @@ log = logging.getLogger(__name__)
 
 _VECTOR_INFO_PREFIX = b"vaultq/v1|vectors|"
 _FLOAT32 = np.dtype("<f4")
+#: How many message ids an error message names before "and N more".
+_NAMED_IDS = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,10 +144,16 @@ class EmbeddingServices:
     bucket: str = "messages"
     #: Counts each embedded batch by model, and whether a fallback stood in.
     metrics: MetricsStore | None = None
+    #: The storage mode the app's jobs expect (``sealed``: vectors encrypted under the
+    #: tenant's key); each job refuses a collection of the other mode (``InvalidSettings``)
+    #: before embedding. None follows whatever mode the collection has.
+    mode: Mode | str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= MAX_BATCH:
             raise errors.InvalidSettings(f"batch_size must be 1..{MAX_BATCH}")
+        if self.mode is not None:
+            object.__setattr__(self, "mode", _expected_mode(self.mode))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +171,15 @@ class MessageResult:
             "processing_time_ms": self.processing_time_ms,
             "model": self.model,
         }
+
+
+class VectorKeyMismatch(errors.DecryptionFailed):
+    """A vector key that does not open the tenant's stored vectors: not the key that sealed
+    them. A job is refused before it stores anything, a search names the messages whose
+    vectors do not open; no retry changes either."""
+
+    code = "VECTOR_KEY_MISMATCH"
+    failure_reason = "VECTOR_KEY_MISMATCH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,29 +236,43 @@ def search_sealed(
     k: int = 10,
 ) -> list[tuple[str, float]]:
     """Exact cosine top ``k`` of the key's tenant's sealed vectors, opened in memory:
-    ``(message_id, score)``, best first. Reads the tenant's whole collection."""
+    ``(message_id, score)``, best first. Reads the tenant's whole collection;
+    ``VectorKeyMismatch`` naming the messages whose vectors the key does not open."""
     ids: list[str] = []
     rows: list[NDArray[np.float32]] = []
-    cursor: str | None = None
-    while True:
-        page = vectors.sealed_items(
-            collection, tenant=key.tenant, limit=MAX_PAGE_SIZE, cursor=cursor
-        )
-        for item in page.items:
-            ids.append(item.message_id)
-            rows.append(open_vector(key, message_id=item.message_id, sealed=item.sealed_vector))
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    if not rows:
-        return []
-    matrix = np.stack(rows)
+    unopened: list[str] = []
     try:
-        return [(ids[row], score) for row, score in top_k(matrix, np.asarray(query_vector), k)]
+        for item in _sealed_items(vectors, collection, key.tenant):
+            try:
+                rows.append(open_vector(key, message_id=item.message_id, sealed=item.sealed_vector))
+            except errors.DecryptionFailed:
+                unopened.append(item.message_id)
+            else:
+                ids.append(item.message_id)
+        if unopened:
+            raise _search_mismatch(unopened, stored=len(ids) + len(unopened))
+        if not rows:
+            return []
+        matrix = np.stack(rows)
+        try:
+            return [(ids[row], score) for row, score in top_k(matrix, np.asarray(query_vector), k)]
+        finally:
+            matrix.fill(0)
     finally:
-        matrix.fill(0)
         for row in rows:
             row.fill(0)
+
+
+def _search_mismatch(unopened: list[str], *, stored: int) -> VectorKeyMismatch:
+    cause = (
+        "it is not the key that sealed them"
+        if len(unopened) == stored
+        else "those were sealed under another key: regenerate them with the tenant's key"
+    )
+    return VectorKeyMismatch(
+        f"the vector key does not open {len(unopened)} of the tenant's {stored} stored "
+        f"vectors (messages {_named(unopened)}): {cause}"
+    )
 
 
 def collection_model(provider: EmbeddingProvider) -> str:
@@ -251,7 +288,7 @@ def ensure_collection(
     vectors: VectorStore, name: str, *, provider: EmbeddingProvider, mode: Mode | str
 ) -> Collection:
     """Create collection ``name`` for ``provider``'s vectors, or check the existing one holds
-    vectors of its dimension and model (recording the model if it has none);
+    vectors of its dimension and model (recording the model if it has none) in ``mode``;
     ``InvalidSettings`` naming both otherwise."""
     try:
         collection = vectors.collection(name)
@@ -262,17 +299,36 @@ def ensure_collection(
             )
         except errors.CollectionAlreadyExists:
             collection = vectors.collection(name)  # another process created it first
-    return _same_space(vectors, collection, provider)
+    return _same_space(vectors, collection, provider, mode)
 
 
 def _collection(services: EmbeddingServices) -> Collection:
     collection = services.vectors.collection(services.collection)
-    return _same_space(services.vectors, collection, services.provider)
+    return _same_space(services.vectors, collection, services.provider, services.mode)
+
+
+def _expected_mode(mode: Mode | str) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise errors.InvalidSettings(f"mode is sealed or indexed, not {mode!r}") from None
 
 
 def _same_space(
-    vectors: VectorStore, collection: Collection, provider: EmbeddingProvider
+    vectors: VectorStore,
+    collection: Collection,
+    provider: EmbeddingProvider,
+    mode: Mode | str | None,
 ) -> Collection:
+    expected = collection.mode if mode is None else _expected_mode(mode)
+    if collection.mode is not expected:
+        # A sealed app writing into an indexed collection would store its tenants' vectors
+        # in clear although every client sent a vector key; the reverse cannot search.
+        raise errors.InvalidSettings(
+            f"collection {collection.name} is {collection.mode.value} but this worker "
+            f"expects a {expected.value} collection: configure mode {collection.mode.value}, "
+            f"or embed into another, {expected.value} collection (and regenerate)"
+        )
     if collection.dimension != provider.dimension:
         raise errors.InvalidSettings(
             f"collection {collection.name} holds {collection.dimension}-dimension vectors but "
@@ -315,15 +371,21 @@ def process_upload(
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[dict[str, Any]]:
     """Embed every message of the upload an S3 ``ObjectCreated`` ``record`` names
-    (``load_upload`` then ``embed_upload``)."""
-    return embed_upload(services, load_upload(services, record), job=job, clock=clock)
+    (``load_upload`` then ``embed_upload``); none for a re-wrap's write."""
+    upload = load_upload(services, record)
+    return [] if upload is None else embed_upload(services, upload, job=job, clock=clock)
 
 
-def load_upload(services: EmbeddingServices, record: Mapping[str, Any]) -> SealedUpload:
+def load_upload(services: EmbeddingServices, record: Mapping[str, Any]) -> SealedUpload | None:
     """The upload object an S3 ``ObjectCreated`` ``record`` names, checked to lie at its own
-    tenant and job's key; ``InvalidUpload`` otherwise."""
+    tenant and job's key; ``InvalidUpload`` otherwise. None when the record is the event of
+    a re-wrap's write (``vaultq.privacy.rewrap``): only its wrapped keys changed, and it
+    was embedded for its client's own write."""
     bucket, key = object_of(record)
-    data, _info = services.blobs.get(bucket, key)
+    data, info = services.blobs.get(bucket, key)
+    if is_rewrap_write(info, event_etag=record["s3"]["object"].get("eTag")):
+        log.info("upload %s was re-wrapped: its event is skipped", key)
+        return None
     upload = SealedUpload.from_json(data)
     if key != upload.object_key:
         raise InvalidUpload("the upload object lies at another tenant's or job's key")
@@ -344,20 +406,35 @@ def embed_upload(
     progress = _Progress(job, total=len(upload.messages))
     collection = _collection(services)
     wrapped = upload.wrapped_vector_key
-    with _vector_key_for(services, collection, upload.tenant, wrapped, upload.job_id) as vkey:
+    writes = frozenset(message.message_id for message in upload.messages)
+    with (
+        _vector_key_for(
+            services, collection, upload.tenant, wrapped, upload.job_id, writes=writes
+        ) as vkey,
+        wiping(_data_key(services, upload)) as data_key,
+    ):
         results = _embed_messages(
-            services, upload, upload.messages, vkey=vkey, progress=progress, clock=clock
+            services,
+            upload,
+            upload.messages,
+            data_key=data_key,
+            vkey=vkey,
+            progress=progress,
+            clock=clock,
         )
     return [result.as_dict() for result in results]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Regenerated:
-    """What ``regenerate`` did: one result per re-embedded message, and the ids it could not
-    find among the tenant's stored messages (in request order)."""
+    """What ``regenerate`` did: one result per re-embedded message, the ids it could not
+    find among the tenant's stored messages, and the ids found only in uploads that do not
+    open, each with the reason of its newest upload (``UNKNOWN_KEY_ID``: no loaded worker
+    key; ``DECRYPTION_FAILED``: changed bytes). Ids in request order."""
 
     results: list[dict[str, Any]]
     unknown_message_ids: list[str]
+    unopened_message_ids: dict[str, str] = field(default_factory=dict)
 
 
 def regenerate(
@@ -371,28 +448,66 @@ def regenerate(
 ) -> Regenerated:
     """Embed ``tenant``'s already uploaded ``message_ids`` again, from the tenant's upload
     objects (``jobs/<tenant>/``, newest first: a message uploaded twice is taken from its
-    latest upload), sealing with the request's ``vector_key`` (sealed collections). Only
-    that prefix is read, so another tenant's ids are simply unknown; an object there that
-    is not a valid upload of the tenant is skipped."""
+    latest upload that opens), sealing with the request's ``vector_key`` (sealed
+    collections). Only that prefix is read, so another tenant's ids are simply unknown; an
+    object there that is not a valid upload of the tenant is skipped. The ids no upload
+    opens for are reported, and the others embedded; only when nothing was embedded and a
+    worker key was missing (a rotation may be under way) is ``UnknownKeyId`` raised."""
     wanted = set(message_ids)
+    unopened: dict[str, str] = {}
     progress = _Progress(job, total=len(wanted))
     results: list[MessageResult] = []
     wrapped = None if vector_key is None else vector_key.wrapped_key
     bound_to = "" if vector_key is None else vector_key.request_id
     collection = _collection(services)
-    with _vector_key_for(services, collection, tenant, wrapped, bound_to) as vkey:
+    writes = frozenset(message_ids)
+    with _vector_key_for(services, collection, tenant, wrapped, bound_to, writes=writes) as vkey:
         for upload in _tenant_uploads(services, tenant):
             chosen = tuple(m for m in upload.messages if m.message_id in wanted)
-            if chosen:
-                results += _embed_messages(
-                    services, upload, chosen, vkey=vkey, progress=progress, clock=clock
-                )
-                wanted -= {message.message_id for message in chosen}
+            if not chosen:
+                continue
+            try:
+                data_key = _data_key(services, upload)
+            except (errors.UnknownKeyId, errors.DecryptionFailed) as exc:
+                failed = dict.fromkeys((m.message_id for m in chosen), exc.failure_reason)
+            else:
+                with wiping(data_key):
+                    failed = _unopened_texts(data_key, upload, chosen)
+                    opened = tuple(m for m in chosen if m.message_id not in failed)
+                    results += _embed_messages(
+                        services,
+                        upload,
+                        opened,
+                        data_key=data_key,
+                        vkey=vkey,
+                        progress=progress,
+                        clock=clock,
+                    )
+                wanted -= {message.message_id for message in opened}
+            for message_id, reason in failed.items():
+                unopened.setdefault(message_id, reason)  # the newest upload's reason
             if not wanted:
                 break
+    return _regenerated(message_ids, results, wanted=wanted, unopened=unopened)
+
+
+def _regenerated(
+    message_ids: Sequence[str],
+    results: list[MessageResult],
+    *,
+    wanted: Set[str],
+    unopened: dict[str, str],
+) -> Regenerated:
+    unopened = {i: unopened[i] for i in message_ids if i in wanted and i in unopened}
+    if not results and errors.UnknownKeyId.failure_reason in unopened.values():
+        raise errors.UnknownKeyId(
+            f"no upload of messages {_named(list(unopened))} opens, and a worker key is "
+            "not loaded (retried: a key rotation may be under way)"
+        )
     return Regenerated(
         results=[result.as_dict() for result in results],
-        unknown_message_ids=[message_id for message_id in message_ids if message_id in wanted],
+        unknown_message_ids=[i for i in message_ids if i in wanted and i not in unopened],
+        unopened_message_ids=unopened,
     )
 
 
@@ -449,35 +564,55 @@ def _embed_messages(
     upload: SealedUpload,
     messages: Sequence[SealedMessage],
     *,
+    data_key: bytearray,
     vkey: VectorKey | None,
     progress: _Progress,
     clock: Callable[[], float],
 ) -> list[MessageResult]:
     collection = _collection(services)
     results: list[MessageResult] = []
-    unwrapped = services.key_ring.unwrap(
-        upload.wrapped_key, tenant=upload.tenant, job_id=upload.job_id
-    )
-    with wiping(unwrapped) as data_key:
-        for start in range(0, len(messages), services.batch_size):
-            batch = messages[start : start + services.batch_size]
-            results += _process_batch(
-                services,
-                collection=collection,
-                upload=upload,
-                batch=batch,
-                data_key=data_key,
-                vkey=vkey,
-                clock=clock,
-            )
-            progress.add(len(batch))
-            log.info(
-                "job %s: %d of %d messages embedded",
-                upload.job_id,
-                len(results),
-                len(messages),
-            )
+    for start in range(0, len(messages), services.batch_size):
+        batch = messages[start : start + services.batch_size]
+        results += _process_batch(
+            services,
+            collection=collection,
+            upload=upload,
+            batch=batch,
+            data_key=data_key,
+            vkey=vkey,
+            clock=clock,
+        )
+        progress.add(len(batch))
+        log.info("job %s: %d of %d messages embedded", upload.job_id, len(results), len(messages))
     return results
+
+
+def _data_key(services: EmbeddingServices, upload: SealedUpload) -> bytearray:
+    return services.key_ring.unwrap(upload.wrapped_key, tenant=upload.tenant, job_id=upload.job_id)
+
+
+def _unopened_texts(
+    data_key: bytearray, upload: SealedUpload, messages: Sequence[SealedMessage]
+) -> dict[str, str]:
+    """The messages whose sealed text does not open (changed bytes), with their reason. Each
+    text that opens is wiped at once: embedding opens it again (microseconds per text)."""
+    failed: dict[str, str] = {}
+    for message in messages:
+        try:
+            opened = open_sealed(
+                data_key, tenant=upload.tenant, message_id=message.message_id, sealed=message.sealed
+            )
+            wipe(opened)
+        except errors.DecryptionFailed as exc:
+            failed[message.message_id] = exc.failure_reason
+    return failed
+
+
+def _named(message_ids: Sequence[str]) -> str:
+    """Ids for an error message (ids are not secret): the first few, and how many more."""
+    shown = ", ".join(message_ids[:_NAMED_IDS])
+    more = len(message_ids) - _NAMED_IDS
+    return shown if more <= 0 else f"{shown} and {more} more"
 
 
 def _tenant_uploads(services: EmbeddingServices, tenant: str) -> Iterator[SealedUpload]:
@@ -490,7 +625,7 @@ def _tenant_uploads(services: EmbeddingServices, tenant: str) -> Iterator[Sealed
         cursor = listing.next_cursor
         if cursor is None:
             break
-    for info in sorted(found, key=lambda info: info.last_modified_ms, reverse=True):
+    for info in sorted(found, key=uploaded_at_ms, reverse=True):
         try:
             upload = SealedUpload.from_json(services.blobs.get(services.bucket, info.key)[0])
         except (errors.NoSuchKey, InvalidUpload, errors.DecryptionFailed) as exc:
@@ -530,9 +665,13 @@ def _vector_key_for(
     tenant: str,
     wrapped: WrappedKey | None,
     bound_to: str,
+    *,
+    writes: Set[str] | None = None,
 ) -> Iterator[VectorKey | None]:
     """The tenant's vector key, unwrapped for ``bound_to`` (a job or query id), derived and
-    wiped on exit; None for an indexed collection, which stores vectors in clear."""
+    wiped on exit; None for an indexed collection, which stores vectors in clear. For a job
+    that stores the vectors of ``writes`` (message ids), checked to open the tenant's
+    stored ones first (``_check_opens``)."""
     if collection.mode is not Mode.SEALED:
         yield None
         return
@@ -542,9 +681,53 @@ def _vector_key_for(
     with wiping(unwrapped) as tenant_key:
         key = vector_key(tenant_key, tenant=tenant)
     try:
+        if writes is not None:
+            _check_opens(services.vectors, collection.name, key, writes=writes)
         yield key
     finally:
         key.wipe()
+
+
+def _check_opens(
+    vectors: VectorStore, collection: str, key: VectorKey, *, writes: Set[str]
+) -> None:
+    """``VectorKeyMismatch`` unless ``key`` opens the tenant's stored vectors: a vector
+    sealed under another key would break every later search of the tenant. One decrypt
+    tests the first stored vector; when that one does not open and the job rewrites it
+    (one sealed under a wrong key, being repaired), the first the job does not rewrite is
+    tested instead. With nothing to test, any key is taken: the first job's becomes the
+    tenant's."""
+    page = vectors.sealed_items(collection, tenant=key.tenant, limit=1)
+    tested = page.items[0] if page.items else None
+    if tested is None or _opens(key, tested):
+        return
+    if tested.message_id in writes:
+        stored = _sealed_items(vectors, collection, key.tenant)
+        tested = next((item for item in stored if item.message_id not in writes), None)
+        if tested is None or _opens(key, tested):
+            return
+    raise VectorKeyMismatch(
+        f"the vector key does not open the stored vector of message {tested.message_id}: it "
+        f"is not the key that sealed tenant {key.tenant}'s vectors; nothing was stored"
+    )
+
+
+def _opens(key: VectorKey, item: SealedItem) -> bool:
+    try:
+        open_vector(key, message_id=item.message_id, sealed=item.sealed_vector).fill(0)
+    except errors.DecryptionFailed:
+        return False
+    return True
+
+
+def _sealed_items(vectors: VectorStore, collection: str, tenant: str) -> Iterator[SealedItem]:
+    cursor: str | None = None
+    while True:
+        page = vectors.sealed_items(collection, tenant=tenant, limit=MAX_PAGE_SIZE, cursor=cursor)
+        yield from page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return
 
 
 def _process_batch(

@@ -18,6 +18,11 @@ agrees with it (``FallbackProvider(verify_same_model=True)``); another model is 
 with ``InvalidSettings`` rather than mixed in. ``..._FALLBACK=none`` sends batches to the
 endpoint only: what keeps failing fails the message (``EMBEDDING_API_ERROR`` /
 ``EMBEDDING_API_TIMEOUT``), which is retried and then dead-lettered.
+
+``..._COLLECTION`` (default ``message_embeddings``) names the collection the vectors go to,
+and ``..._MODE`` (``sealed``, the default, or ``indexed``) what it stores: ciphertext only
+the tenant's vector key opens, or plain vectors the store searches itself. The store (the
+embedded file or pgvector) is ``VAULTQ_VECTORS_URL``'s (``vaultq.wiring.open_vectors``).
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from pathlib import Path  # noqa: TC003 - pydantic reads the annotation at run t
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from vaultq import errors
 from vaultq.runtime.rate_limit import TokenBucket
-from vaultq.vectors.protocol import MODEL_NAME_CHARACTERS
+from vaultq.vectors.protocol import MODEL_NAME_CHARACTERS, Mode, validate_collection_name
 
 if TYPE_CHECKING:
     from vaultq.embeddings.protocol import EmbeddingProvider
@@ -68,6 +73,21 @@ class EmbeddingSettings(BaseSettings):
     burst: int = Field(default=10, ge=1, le=100_000)
     fallback: Literal["local", "none"] = "local"
     retry_remote_after_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    #: The collection the vectors go to; made on first use, of the provider's dimension.
+    collection: str = "message_embeddings"
+    #: What the collection stores: ``sealed`` ciphertext or ``indexed`` plain vectors.
+    mode: Mode = Mode.SEALED
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, name: str) -> str:
+        try:
+            return validate_collection_name(name)
+        except errors.InvalidParameterValue:
+            # The store's rule, in a message that names no value (as every error here).
+            raise ValueError(
+                "a collection name is 1-63 of a-z 0-9 _ starting with a letter"
+            ) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> EmbeddingSettings:

@@ -26,8 +26,9 @@ names its suite: ``<kem>:<base64>``; a bare base64 entry is ``x25519``, as every
 before the hybrid suite (and a release that predates it refuses a hybrid entry rather than
 load it as an X25519 key). Entries are separated by commas or whitespace; in a file, ``#``
 starts a comment. Several keys, of either suite, may be active at once: to rotate (e.g. from
-x25519 to the hybrid), add the new key, switch senders to its public key, and remove the old
-key once no job wrapped to it remains.
+x25519 to the hybrid), add the new key, switch senders to its public key, re-wrap the stored
+uploads to it (``vaultq keys rewrap``, ``KeyRing.rewrap``), and remove the old key once no
+job wrapped to it remains.
 
 Wrapped key formats (bytes); vaultq reads both and writes version 1 for ``x25519`` (so that
 workers which predate the hybrid suite still open classic keys) and version 2 otherwise::
@@ -64,7 +65,7 @@ from cryptography.hazmat.primitives.hpke import (
 
 from vaultq.errors import DecryptionFailed, InvalidParameterValue, InvalidSettings, UnknownKeyId
 from vaultq.privacy.envelope import DATA_KEY_BYTES, bound_context
-from vaultq.privacy.zeroise import wipe
+from vaultq.privacy.zeroise import wipe, wiping
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -388,6 +389,24 @@ class KeyRing:
         """Decrypt a tenant's vector key wrapped for one job (or query) id into a buffer the
         caller wipes after use."""
         return self._open(wrapped, _vector_key_info(tenant, job_id))
+
+    def rewrap(
+        self, wrapped: WrappedKey, *, public_key: bytes, tenant: str, job_id: str
+    ) -> WrappedKey:
+        """The same data key, wrapped to another worker ``public_key`` for the same tenant
+        and job (``vaultq keys rewrap``); the unwrapped copy is wiped."""
+        return self._rewrap(wrapped, public_key, bound_context(tenant=tenant, object_id=job_id))
+
+    def rewrap_vector_key(
+        self, wrapped: WrappedKey, *, public_key: bytes, tenant: str, job_id: str
+    ) -> WrappedKey:
+        """``rewrap`` for a tenant's vector key wrapped for one job (or query) id."""
+        return self._rewrap(wrapped, public_key, _vector_key_info(tenant, job_id))
+
+    def _rewrap(self, wrapped: WrappedKey, public_key: bytes, info: bytes) -> WrappedKey:
+        # One info for both directions: a re-wrapped key stays bound to its tenant and job.
+        with wiping(self._open(wrapped, info)) as key:
+            return _wrap(key, public_key, info)
 
     def _open(self, wrapped: WrappedKey, info: bytes) -> bytearray:
         entry = self._keys.get(wrapped.key_id)

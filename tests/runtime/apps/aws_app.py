@@ -62,8 +62,13 @@ def build_app(prefix: str) -> App:
     app.handler(queue=queue("heartbeat"), timeout_seconds=10, max_concurrency=2)(
         behaviours.heartbeat
     )
+    # Each stage is a DynamoDB write through moto: room for three on a loaded machine, where
+    # 2 s timed the first attempt out (no test here wants the pipeline to time out).
     app.handler(
-        queue=queue("pipeline", max_receive_count=2), timeout_seconds=2, batch_size=1, retry=NO_WAIT
+        queue=queue("pipeline", max_receive_count=2),
+        timeout_seconds=20,
+        batch_size=1,
+        retry=NO_WAIT,
     )(jobs_app.pipeline)
     return app
 

@@ -21,12 +21,18 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(api: Services) -> dict[str, str]:
-    """The stores answer; 503 (problem details) when one does not."""
+    """The stores answer and the app's readiness checks pass; 503 (problem details) when
+    one does not."""
     api.queues.list_queues(prefix="vaultq-readiness-")
     if api.settings.queue_enabled:
         for queue in {queue for route in api.app.job_routes.values() for queue in route.queues}:
             api.queues.get_queue(queue)
     api.outbox.count()
+    for check in api.app.readiness_checks:
+        try:
+            check()
+        except errors.VaultqError as exc:
+            raise errors.BackendUnavailable(f"the app is not ready: {exc}") from None
     return {"status": "ready"}
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from vaultq import errors
 from vaultq.api.auth import Permission, Principal, require
+from vaultq.api.problems import problem
 from vaultq.api.routers.jobs import own_client
 from vaultq.api.services import ApiServices, ApiSettings, dumps, services
 from vaultq.app import BODY_FIELD, DEDUPLICATION_SECONDS
@@ -148,14 +150,14 @@ def document_bodies(api: FastAPI, app: App) -> None:
     api.openapi = openapi  # type: ignore[method-assign]
 
 
-def _json_endpoint(route: JobRoute) -> Callable[..., JobAccepted]:
+def _json_endpoint(route: JobRoute) -> Callable[..., JobAccepted | JSONResponse]:
     def submit_job(
         submission: BaseModel,
         response: Response,
         principal: Submitter,
         api: Services,
         idempotency_key: IdempotencyKey = None,
-    ) -> JobAccepted:
+    ) -> JobAccepted | JSONResponse:
         """Accept a job: it is stored ``queued`` and its message sent (or kept until the queue
         is back). Answers at once; poll ``GET /jobs/{job_id}``."""
         if isinstance(submission, JobSubmission):
@@ -174,7 +176,7 @@ def _json_endpoint(route: JobRoute) -> Callable[..., JobAccepted]:
         if route.wait_seconds == 0 or answer.status.is_terminal:
             return answer
         key = JobKey(tenant_id=principal.tenant, client_id=accepted.client, job_id=answer.job_id)
-        return _awaited(api, key, answer, response, seconds=route.wait_seconds)
+        return _awaited(api, key, answer, response, route=route)
 
     # FastAPI reads the body's model from the signature: this route's own.
     signature = inspect.signature(submit_job)
@@ -356,18 +358,25 @@ def _create(
 
 
 def _awaited(
-    api: ApiServices, key: JobKey, answer: JobAccepted, response: Response, *, seconds: float
-) -> JobAccepted:
-    """The answer once the job finished, if it does within ``seconds``; else as it was."""
-    deadline = time.monotonic() + seconds
+    api: ApiServices, key: JobKey, answer: JobAccepted, response: Response, *, route: JobRoute
+) -> JobAccepted | JSONResponse:
+    """The answer once the job finished, if it does within the route's wait: its result, or
+    a problem naming the job and its reason when it failed; else the answer as it was."""
+    deadline = time.monotonic() + route.wait_seconds
     while time.monotonic() < deadline:
         time.sleep(_WAIT_POLL_SECONDS)
         job = api.jobs.get(key)
-        if job is not None and job.status.is_terminal:
-            response.status_code = 200
-            return answer.model_copy(
-                update={"status": job.status, "result": job.result, "error": job.error}
-            )
+        if job is None or not job.status.is_terminal:
+            continue
+        if job.status in (JobStatus.FAILED, JobStatus.DEAD_LETTERED):
+            reason = (job.error or "JOB_FAILED").split(":", 1)[0]
+            detail = job.error or f"the job is {job.status.value}"
+            status = route.failure_statuses.get(reason, 500)
+            return problem(status, reason, detail, job_id=key.job_id, job_status=job.status)
+        response.status_code = 200
+        return answer.model_copy(
+            update={"status": job.status, "result": job.result, "error": job.error}
+        )
     return answer
 
 
