@@ -296,6 +296,7 @@ def test_a_vector_key_wrapped_for_another_tenant_or_a_wrong_key_fails_the_search
         assert job["status"] == "dead_lettered"
         assert job["result"] is None
         assert job["error"].startswith(reason)
+        assert job["error"].count(reason) == 1, "the reason is stated once"
 
 
 def test_a_search_that_fails_while_it_waits_is_answered_as_the_callers_error(

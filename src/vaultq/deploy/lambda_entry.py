@@ -34,7 +34,7 @@ from vaultq.app import load_app
 from vaultq.events import batch_outcome
 from vaultq.privacy.redact import redact
 from vaultq.queues.protocol import Failure, FailureReason, MessageAttribute, ReceivedMessage
-from vaultq.runtime.failures import NonRetryableError
+from vaultq.runtime.failures import NonRetryableError, describe
 from vaultq.runtime.jobs import JOB_ATTRIBUTE, JobTracker
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class _Context:
 
 def _failure_of(exc: Exception) -> Failure:
     reason = str(getattr(exc, "failure_reason", FailureReason.HANDLER_ERROR))
-    return Failure(reason=reason, error=redact(f"{type(exc).__name__}: {exc}"))
+    return Failure(reason=reason, error=redact(describe(exc)))
 
 
 def _names_job(message: ReceivedMessage) -> bool:

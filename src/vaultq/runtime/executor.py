@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from vaultq.events import LambdaContext
 from vaultq.privacy.redact import redact
 from vaultq.queues.protocol import FailureReason
-from vaultq.runtime.failures import NonRetryableError
+from vaultq.runtime.failures import NonRetryableError, describe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -247,7 +247,7 @@ def run_invocation(
 
 
 def _describe(exc: Exception, *, during: str = "handler") -> InvocationError:
-    text = redact(f"{type(exc).__name__}: {exc}")
+    text = redact(describe(exc))
     if during != "handler":
         text = f"{during} failed: {text}"
     log.info("handler failed: %s", text)

@@ -33,3 +33,14 @@ class NonRetryableError(HandlerFailure):
         if reason is not None:
             self.failure_reason = reason
         self.message_ids = frozenset(message_ids)
+
+
+def describe(exc: BaseException) -> str:
+    """A failure's text for records and logs. One that already starts with its reason code
+    (every vaultq error's does: ``UNKNOWN_KEY_ID: ...``) is shown as it is; any other is
+    named by its type (``ValueError: ...``), so no record repeats a code."""
+    text = str(exc)
+    code = getattr(exc, "code", None) or getattr(exc, "failure_reason", None)
+    if code is not None and text.startswith(f"{code}:"):
+        return text
+    return f"{type(exc).__name__}: {text}"

@@ -148,7 +148,7 @@ class JobTracker:
         if key is None or self._store is None:
             return
         try:
-            self._store.fail(key, f"{failure.reason}: {failure.error}", to=JobStatus.DEAD_LETTERED)
+            self._store.fail(key, _with_reason(failure), to=JobStatus.DEAD_LETTERED)
         except (errors.JobNotFound, errors.InvalidJobTransition) as exc:
             log.info("job not dead-lettered: %s", exc.code)
 
@@ -171,3 +171,10 @@ class JobTracker:
             return job_key_of_message(message)
         except errors.InvalidParameterValue:
             return None  # not a job key vaultq wrote: the message runs as a plain one
+
+
+def _with_reason(failure: Failure) -> str:
+    """The job's error starts with its reason code once (clients read the code from it)."""
+    if failure.error.startswith(f"{failure.reason}:"):
+        return failure.error
+    return f"{failure.reason}: {failure.error}"
