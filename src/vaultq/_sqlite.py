@@ -110,6 +110,7 @@ class GroupCommit:
         with self._mutex:
             self._queued.append(item)
             follow, self._leading = self._leading, True
+            item.chosen = not follow  # it leads the next group itself
         try:
             if follow:
                 item.wake.acquire()
@@ -123,10 +124,11 @@ class GroupCommit:
         return item.result
 
     def _lead(self) -> None:
-        with self._mutex:
-            group, self._queued = self._queued, []
+        group: list[_Write[Any]] = []
         committed = False
         try:
+            with self._mutex:
+                group, self._queued = self._queued, []
             committed = self._commit(group)
         finally:
             with self._mutex:

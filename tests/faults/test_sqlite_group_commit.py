@@ -200,3 +200,36 @@ def test_a_writer_interrupted_while_waiting_withdraws_and_later_writes_go_on(
         check=True,
     )
     assert done.stdout.strip() == "['after', 'led']"
+
+
+def test_a_writer_interrupted_just_before_it_leads_hands_the_lead_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C between queueing a write and leading its commit (simulated: the first call to
+    # lead raises it): the store must not stay "led" by a thread that left.
+    path = tmp_path / "x.db"
+    conn = _sqlite.connect(path, synchronous="NORMAL")
+    conn.execute("CREATE TABLE t (v TEXT)")
+    group = _sqlite.GroupCommit(conn, _sqlite.write_lock(path))
+    lead = _sqlite.GroupCommit._lead
+    calls = iter([True])
+
+    def interrupted_once(self: _sqlite.GroupCommit) -> None:
+        if next(calls, False):
+            raise KeyboardInterrupt
+        lead(self)
+
+    monkeypatch.setattr(_sqlite.GroupCommit, "_lead", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        group.run(lambda c: c.execute("INSERT INTO t VALUES ('interrupted')"))
+    later = threading.Thread(
+        target=group.run,
+        args=(lambda c: c.execute("INSERT INTO t VALUES ('later')"),),
+        daemon=True,
+    )
+    later.start()
+    later.join(timeout=10)
+
+    assert not later.is_alive(), "a later write waited for a leader that had left"
+    assert [v for (v,) in conn.execute("SELECT v FROM t")] == ["later"]
+    conn.close()
