@@ -145,6 +145,7 @@ def test_app_refuses_invalid_declarations(declare: Any) -> None:
             "9f86d081884c7d659a2feaa0c55ad015",
         ),
         ('api_key: "sk-live-1234"', "sk-live-1234"),
+        ("no route to postgresql://alice:hunter2@db.internal/vectors", "hunter2"),
     ],
 )
 def test_redaction_removes_secrets_but_keeps_the_shape(text: str, secret: str) -> None:

@@ -21,6 +21,8 @@ _PATTERNS = [
         r"(?i)\b([\w-]*(?:secret|token|password|passwd|api[_-]?key|authorization|credential|"
         r"private[_-]?key|session)[\w-]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
     ),
+    # Passwords in URLs: scheme://user:password@host.
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*)(:)([^\s@/]+)(?=@)"),
     # PEM blocks.
     re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.DOTALL),
     # Long hex or base64 runs: keys, ciphertexts, signatures.

@@ -226,12 +226,24 @@ class PgVectors:
         as vaultq errors."""
         with self._lock, _translate_errors():
             if self._conn is None or self._conn.broken or self._conn.closed:
-                self._conn = psycopg.connect(
-                    self._dsn, autocommit=True, connect_timeout=self._connect_timeout_seconds
-                )
+                self._conn = self._connect()
             conn = self._conn
             with conn.transaction():
                 yield conn
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            return psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout_seconds
+            )
+        except psycopg.Error:
+            # libpq's text may quote part of the connection string, password included (a
+            # password that needed percent-encoding and was not): none of it is shown.
+            raise errors.BackendUnavailable(
+                "postgres: cannot connect with the URL given (check host, port, database, "
+                "user and password; characters such as space, @ or # in a password must be "
+                "percent-encoded)"
+            ) from None
 
 
 @contextlib.contextmanager
