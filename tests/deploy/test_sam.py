@@ -545,8 +545,10 @@ def test_settings_reach_only_the_functions_named_as_no_echo_parameters() -> None
         {"handlers": ("AWS_REGION",)},
         {"handlers": ("lower_case",)},
         {"api": ("VAULTQ_AUTH_HS256_SECRET",)},
+        {"handlers": ("FOO__BAR", "FOO_BAR")},
+        {"api": ("AUTH_ISSUER",)},
     ],
-    ids=["set-by-the-template", "aws", "lower-case", "auth-parameter"],
+    ids=["set-by-the-template", "aws", "lower-case", "auth-parameter", "same-id", "auth-id"],
 )
 def test_a_variable_the_template_cannot_set_is_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(errors.InvalidParameterValue):

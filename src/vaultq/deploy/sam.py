@@ -117,9 +117,9 @@ _RESERVED_VARIABLES = frozenset({APP_VARIABLE, HANDLER_VARIABLE, "VAULTQ_URL"})
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeployVariables:
     """The app's own settings, each a ``NoEcho`` template parameter (empty: unset) passed
-    to the functions that need it: handlers (e.g. ``VAULTQ_WORKER_KEYS``,
-    ``VAULTQ_VECTORS_URL``) or the API (e.g. ``VAULTQ_WORKER_PUBLIC_KEY``) — a private key
-    reaches no function that does not open data."""
+    to every handler function (e.g. ``VAULTQ_WORKER_KEYS``, ``VAULTQ_VECTORS_URL``) or to
+    the API function only (e.g. ``VAULTQ_WORKER_PUBLIC_KEY``): worker keys stay off the
+    API."""
 
     handlers: tuple[str, ...] = ()
     api: tuple[str, ...] = ()
@@ -133,6 +133,18 @@ class DeployVariables:
                 )
             if name in _RESERVED_VARIABLES or name in AUTH_PARAMETERS.values():
                 raise errors.InvalidParameterValue(f"the template sets {name} itself")
+        parameters = [variable_parameter(name) for name in dict.fromkeys(self.handlers + self.api)]
+        if len(set(parameters)) < len(parameters) or set(parameters) & set(AUTH_PARAMETERS):
+            raise errors.InvalidParameterValue(
+                "two variables, or a variable and an auth setting, would share one template"
+                " parameter (names differing only in underscores)"
+            )
+
+
+def variable_parameter(name: str) -> str:
+    """The template parameter that sets variable ``name``: ``VAULTQ_WORKER_KEYS`` ->
+    ``VaultqWorkerKeys``."""
+    return logical_id(name.lower(), "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -397,7 +409,7 @@ class _Builder:
         """Declare ``names`` as template parameters; the variables that read them."""
         refs = {}
         for name in names:
-            parameter = logical_id(name.lower(), "")
+            parameter = variable_parameter(name)
             self.parameters[parameter] = {
                 "Type": "String",
                 "Default": "",
