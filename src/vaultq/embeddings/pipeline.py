@@ -448,13 +448,15 @@ def regenerate(
 ) -> Regenerated:
     """Embed ``tenant``'s already uploaded ``message_ids`` again, from the tenant's upload
     objects (``jobs/<tenant>/``, newest first: a message uploaded twice is taken from its
-    latest upload that opens), sealing with the request's ``vector_key`` (sealed
+    latest upload that opens, but never from behind one wrapped to a worker key this worker
+    does not hold, which may hold a newer text), sealing with the request's ``vector_key`` (sealed
     collections). Only that prefix is read, so another tenant's ids are simply unknown; an
     object there that is not a valid upload of the tenant is skipped. The ids no upload
     opens for are reported, and the others embedded; only when nothing was embedded and a
     worker key was missing (a rotation may be under way) is ``UnknownKeyId`` raised."""
     wanted = set(message_ids)
     unopened: dict[str, str] = {}
+    held: set[str] = set()
     progress = _Progress(job, total=len(wanted))
     results: list[MessageResult] = []
     wrapped = None if vector_key is None else vector_key.wrapped_key
@@ -463,12 +465,17 @@ def regenerate(
     writes = frozenset(message_ids)
     with _vector_key_for(services, collection, tenant, wrapped, bound_to, writes=writes) as vkey:
         for upload in _tenant_uploads(services, tenant):
-            chosen = tuple(m for m in upload.messages if m.message_id in wanted)
+            chosen = tuple(m for m in upload.messages if m.message_id in wanted - held)
             if not chosen:
                 continue
             try:
                 data_key = _data_key(services, upload)
-            except (errors.UnknownKeyId, errors.DecryptionFailed) as exc:
+            except errors.UnknownKeyId as exc:
+                # Perhaps the newest texts, sealed to a key this worker does not hold yet (a
+                # rotation): an older upload's text must not overwrite their vectors.
+                failed = dict.fromkeys((m.message_id for m in chosen), exc.failure_reason)
+                held |= failed.keys()
+            except errors.DecryptionFailed as exc:  # changed bytes: never opens, try older
                 failed = dict.fromkeys((m.message_id for m in chosen), exc.failure_reason)
             else:
                 with wiping(data_key):
@@ -486,7 +493,7 @@ def regenerate(
                 wanted -= {message.message_id for message in opened}
             for message_id, reason in failed.items():
                 unopened.setdefault(message_id, reason)  # the newest upload's reason
-            if not wanted:
+            if not wanted - held:
                 break
     return _regenerated(message_ids, results, wanted=wanted, unopened=unopened)
 
