@@ -956,7 +956,9 @@ def _upload_target(
         blobs = open_blobs(url, notifier=notifier)
         jobs: JobStore | None = None
         try:
-            if bucket not in {each.name for each in blobs.list_buckets()}:
+            # On S3 the put itself answers NoSuchBucket: listing every bucket of the account
+            # would need a right an uploader should not have (s3:ListAllMyBuckets).
+            if embedded and bucket not in {each.name for each in blobs.list_buckets()}:
                 raise errors.NoSuchBucket(
                     f"no bucket {bucket} in the store of VAULTQ_URL {url}: `vaultq up APP` "
                     "creates the buckets and queues of its app"
