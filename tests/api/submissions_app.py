@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from vaultq import wiring
-from vaultq.app import App, FileField
-from vaultq.runtime import job_of
+from vaultq.app import App, DeadLetterQueue, FileField
+from vaultq.runtime import NonRetryableError, job_of
 
 app = App("submissions")
 
@@ -86,3 +86,29 @@ def process_drawing(event: dict[str, Any], context: Any) -> None:
     job_of(record, context).succeed(
         {"project": request.project, "sizes": sizes, "head": head[:5].decode()}
     )
+
+
+# A route that waits for its job: a quote, or a problem with the failure's reason.
+class Quote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item: str = Field(min_length=1, max_length=40)
+
+
+app.queue("quotes", visibility_timeout_seconds=30, dead_letter=DeadLetterQueue(max_receive_count=3))
+app.accept_jobs(
+    queue="quotes",
+    path="/quotes",
+    body=Quote,
+    wait_seconds=10,
+    failure_statuses={"UNPRICEABLE": 422},
+)
+
+
+@app.handler(queue="quotes", batch_size=1)
+def quote(event: dict[str, Any], context: Any) -> None:
+    [record] = event["Records"]
+    item = Quote.model_validate(json.loads(record["body"])["payload"]).item
+    if item == "moon":
+        raise NonRetryableError("UNPRICEABLE: the moon has no price", reason="UNPRICEABLE")
+    job_of(record, context).succeed({"item": item, "price": len(item)})

@@ -334,3 +334,31 @@ def test_equal_submissions_racing_create_one_job(routes_server: Server) -> None:
         else:
             assert answer.json()["job_id"] == created[0].json()["job_id"]
     assert len(_tasks_sent(routes_server, marker)) == 1
+
+
+# -- routes that wait for their job ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "status", "expected"),
+    [
+        ("tea", 200, {"status": "succeeded", "result": {"item": "tea", "price": 3}}),
+        ("moon", 422, {"code": "UNPRICEABLE", "job_status": "dead_lettered"}),
+    ],
+)
+def test_a_waiting_route_answers_the_finished_job_and_a_replay_answers_the_same(
+    routes_server: Server, item: str, status: int, expected: dict[str, object]
+) -> None:
+    client = _client(routes_server)
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+
+    first = client.post("/quotes", json={"item": item}, headers=headers)
+    replayed = client.post("/quotes", json={"item": item}, headers=headers)
+
+    for answer in (first, replayed):
+        assert answer.status_code == status, answer.text
+        assert expected.items() <= answer.json().items()
+    assert first.json()["job_id"] == replayed.json()["job_id"]
+    if status >= 400:
+        assert first.headers["content-type"].startswith(PROBLEM)
+        assert first.json()["detail"] == "UNPRICEABLE: the moon has no price"

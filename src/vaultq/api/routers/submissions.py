@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import json
 import mimetypes
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -52,6 +53,8 @@ _OUTBOX_CLAIM_SECONDS = 5.0
 _CLAIM_MS = 30_000
 #: How often a waiting route reads its job.
 _WAIT_POLL_SECONDS = 0.05
+#: A failed job's error starts with its reason code (``DECRYPTION_FAILED: ...``).
+_REASON = re.compile(r"([A-Za-z][A-Za-z0-9_]*):")
 
 Services = Annotated[ApiServices, Depends(services)]
 Submitter = Annotated[Principal, Depends(require(Permission.SUBMIT_JOB))]
@@ -173,7 +176,7 @@ def _json_endpoint(route: JobRoute) -> Callable[..., JobAccepted | JSONResponse]
             idempotency_key=idempotency_key,
             response=response,
         )
-        if route.wait_seconds == 0 or answer.status.is_terminal:
+        if route.wait_seconds == 0:
             return answer
         key = JobKey(tenant_id=principal.tenant, client_id=accepted.client, job_id=answer.job_id)
         return _awaited(api, key, answer, response, route=route)
@@ -363,21 +366,24 @@ def _awaited(
     """The answer once the job finished, if it does within the route's wait: its result, or
     a problem naming the job and its reason when it failed; else the answer as it was."""
     deadline = time.monotonic() + route.wait_seconds
-    while time.monotonic() < deadline:
-        time.sleep(_WAIT_POLL_SECONDS)
+    while True:
+        # Checked first: a replayed submission's job may have finished long ago.
         job = api.jobs.get(key)
-        if job is None or not job.status.is_terminal:
-            continue
-        if job.status in (JobStatus.FAILED, JobStatus.DEAD_LETTERED):
-            reason = (job.error or "JOB_FAILED").split(":", 1)[0]
-            detail = job.error or f"the job is {job.status.value}"
-            status = route.failure_statuses.get(reason, 500)
-            return problem(status, reason, detail, job_id=key.job_id, job_status=job.status)
-        response.status_code = 200
-        return answer.model_copy(
-            update={"status": job.status, "result": job.result, "error": job.error}
-        )
-    return answer
+        if job is not None and job.status.is_terminal:
+            break
+        if time.monotonic() >= deadline:
+            return answer
+        time.sleep(_WAIT_POLL_SECONDS)
+    if job.status in (JobStatus.FAILED, JobStatus.DEAD_LETTERED):
+        code = _REASON.match(job.error or "")
+        reason = code.group(1) if code else "JOB_FAILED"
+        detail = job.error or f"the job is {job.status.value}"
+        status = route.failure_statuses.get(reason, 500)
+        return problem(status, reason, detail, job_id=key.job_id, job_status=job.status)
+    response.status_code = 200
+    return answer.model_copy(
+        update={"status": job.status, "result": job.result, "error": job.error}
+    )
 
 
 def _store(api: ApiServices, route: JobRoute, key: JobKey, upload: _Upload) -> str:
