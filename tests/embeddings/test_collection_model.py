@@ -17,10 +17,15 @@ import pytest
 
 from tests.runtime.openai_embeddings_server import EmbeddingsServer, embeddings_server
 from vaultq import errors, wiring
-from vaultq.client import seal_messages
+from vaultq.client import seal_messages, seal_query
 from vaultq.embeddings.fallback import FallbackProvider
 from vaultq.embeddings.openai_compat import OpenAICompatibleProvider, RetrySettings
-from vaultq.embeddings.pipeline import EmbeddingServices, embed_upload, ensure_collection
+from vaultq.embeddings.pipeline import (
+    EmbeddingServices,
+    embed_upload,
+    ensure_collection,
+    search_query,
+)
 from vaultq.privacy.keys import KeyRing, generate_worker_key
 from vaultq.vectors.embedded import EmbeddedVectors
 
@@ -165,6 +170,18 @@ def test_a_collection_made_before_models_were_recorded_takes_the_first_jobs_mode
     with pytest.raises(errors.InvalidSettings):
         embed_upload(other, deployment.upload("m-2"))
     assert deployment.stored_models() == {"m-1": "openai-compatible:embed-a"}
+
+
+def test_a_search_records_no_model_on_a_collection_that_has_none(deployment: Deployment) -> None:
+    # Only a job that stores vectors may claim the collection for its model.
+    deployment.vectors().create_collection(COLLECTION, dimension=DIMENSION, mode="indexed")
+    searcher = deployment.worker(deployment.endpoint("embed-b"))
+    query = seal_query("a note", public_key=deployment.key.public_key, tenant=TENANT)
+
+    search_query(searcher, tenant=TENANT, query=query, k=1)
+    embed_upload(deployment.worker(deployment.endpoint("embed-a")), deployment.upload("m-1"))
+
+    assert deployment.vectors().collection(COLLECTION).model == "openai-compatible:embed-a"
 
 
 def test_batches_the_fallback_embeds_go_into_the_collection_of_the_checked_endpoint(

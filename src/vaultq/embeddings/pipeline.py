@@ -302,9 +302,13 @@ def ensure_collection(
     return _same_space(vectors, collection, provider, mode)
 
 
-def _collection(services: EmbeddingServices) -> Collection:
+def _collection(services: EmbeddingServices, *, stores: bool = True) -> Collection:
+    """The services' collection, checked to fit them; a job that ``stores`` vectors records
+    its model on a collection that has none (a search does not)."""
     collection = services.vectors.collection(services.collection)
-    return _same_space(services.vectors, collection, services.provider, services.mode)
+    return _same_space(
+        services.vectors, collection, services.provider, services.mode, record=stores
+    )
 
 
 def _expected_mode(mode: Mode | str) -> Mode:
@@ -319,6 +323,8 @@ def _same_space(
     collection: Collection,
     provider: EmbeddingProvider,
     mode: Mode | str | None,
+    *,
+    record: bool = True,
 ) -> Collection:
     expected = collection.mode if mode is None else _expected_mode(mode)
     if collection.mode is not expected:
@@ -336,9 +342,9 @@ def _same_space(
             "vectors; embed into another collection (and regenerate) to change models"
         )
     model = collection_model(provider)
-    if collection.model is None:
+    if collection.model is None and record:
         collection = _record_model(vectors, collection, model)
-    if collection.model != model:
+    if collection.model is not None and collection.model != model:
         raise errors.InvalidSettings(
             f"collection {collection.name} holds vectors of {collection.model} but this "
             f"worker embeds with {model}: a collection holds one model's vectors, or its "
@@ -524,7 +530,7 @@ def search_query(
     """The ``k`` of ``tenant``'s messages nearest a sealed query: the query is opened and
     embedded in memory, the tenant's vectors opened (sealed collections) and ranked; every
     key and buffer is overwritten before returning. ``(message_id, score)``, best first."""
-    collection = _collection(services)
+    collection = _collection(services, stores=False)
     unwrapped = services.key_ring.unwrap(query.wrapped_key, tenant=tenant, job_id=query.query_id)
     with wiping(unwrapped) as data_key:
         opened = open_sealed(

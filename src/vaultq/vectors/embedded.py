@@ -262,7 +262,11 @@ class EmbeddedVectors:
 
     def _add_model_column(self) -> None:
         """Databases made before collections recorded their model gain the column, in one
-        write transaction, so two processes opening one never both add it."""
+        write transaction, so two processes opening one never both add it (looked for
+        first without one: most opens find it)."""
+        with self._read() as conn:
+            if "model" in {row[0] for row in conn.execute(_SQL["collection_columns"])}:
+                return
         with self._write() as conn:
             columns = {row[0] for row in conn.execute(_SQL["collection_columns"])}
             if "model" not in columns:
