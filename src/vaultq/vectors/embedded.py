@@ -25,6 +25,7 @@ from vaultq.vectors.protocol import (
     MAX_K,
     MAX_PAGE_SIZE,
     Collection,
+    CollectionCache,
     Metric,
     Mode,
     SealedItem,
@@ -37,7 +38,6 @@ from vaultq.vectors.protocol import (
     require_mode,
     same_settings,
     validate_bounded,
-    validate_collection_name,
     validate_id,
     validate_message_ids,
 )
@@ -93,7 +93,7 @@ class EmbeddedVectors:
         self._read_conn = self._connect()
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._collections: dict[str, Collection] = {}
+        self._collections = CollectionCache(self._stored_collection)
         self._cache: OrderedDict[tuple[str, str], _Matrix] = OrderedDict()
         with self._translate_errors():
             self._write_conn.executescript(_SQL["schema"])
@@ -115,36 +115,21 @@ class EmbeddedVectors:
             conn.execute(_SQL["create_collection"], _collection_row(wanted))
             conn.execute(_SQL["adopt_model"], _collection_row(wanted))
             existing = _collection(conn.execute(_SQL["get_collection"], {"name": name}).fetchone())
-        self._collections[existing.name] = existing
+        self._collections.remember(existing)
         return same_settings(existing, wanted)
 
     def collection(self, name: str) -> Collection:
-        validate_collection_name(name)
-        known = self._collections.get(name)
-        # A model is recorded once, perhaps by another process: until then, read it again.
-        if known is None or known.model is None:
-            return self._read_collection(name)
-        return known
+        return self._collections.current(name)
 
-    def _spec(self, name: str) -> Collection:
-        """The collection as cached: its name, dimension, mode and metric never change once
-        created, so every process may keep them."""
-        validate_collection_name(name)
-        known = self._collections.get(name)
-        return known if known is not None else self._read_collection(name)
-
-    def _read_collection(self, name: str) -> Collection:
+    def _stored_collection(self, name: str) -> Collection | None:
         with self._read() as conn:
             row = conn.execute(_SQL["get_collection"], {"name": name}).fetchone()
-        if row is None:
-            raise errors.CollectionNotFound(f"no vector collection {name}")
-        self._collections[name] = _collection(row)
-        return self._collections[name]
+        return None if row is None else _collection(row)
 
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(self, collection: str, items: Sequence[VectorItem]) -> int:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         rows = prepare_rows(spec, items)
         changed = 0
         changed_tenants: set[str] = set()
@@ -164,7 +149,7 @@ class EmbeddedVectors:
         return changed
 
     def delete(self, collection: str, *, tenant: str, message_ids: Sequence[str]) -> int:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         validate_id("tenant", tenant)
         ids = validate_message_ids(message_ids)
         deleted = 0
@@ -180,7 +165,7 @@ class EmbeddedVectors:
     def search(
         self, collection: str, *, tenant: str, query_vector: Sequence[float], k: int = 10
     ) -> list[SearchHit]:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         require_mode(spec, Mode.INDEXED, "search")
         validate_id("tenant", tenant)
         validate_bounded("k", k, maximum=MAX_K)
@@ -203,7 +188,7 @@ class EmbeddedVectors:
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> SealedPage:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         require_mode(spec, Mode.SEALED, "sealed_items")
         validate_id("tenant", tenant)
         validate_bounded("limit", limit, maximum=MAX_PAGE_SIZE)
@@ -221,7 +206,7 @@ class EmbeddedVectors:
         return SealedPage(items=items, next_cursor=items[-1].message_id if more else None)
 
     def count(self, collection: str, *, tenant: str) -> int:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         validate_id("tenant", tenant)
         params = {"collection": spec.name, "tenant": tenant}
         with self._read() as conn:

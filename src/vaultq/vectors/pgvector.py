@@ -25,6 +25,7 @@ from vaultq.vectors.protocol import (
     MAX_K,
     MAX_PAGE_SIZE,
     Collection,
+    CollectionCache,
     Metric,
     Mode,
     SealedItem,
@@ -37,7 +38,6 @@ from vaultq.vectors.protocol import (
     require_mode,
     same_settings,
     validate_bounded,
-    validate_collection_name,
     validate_id,
     validate_message_ids,
 )
@@ -75,7 +75,7 @@ class PgVectors:
         )
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._collections: dict[str, Collection] = {}
+        self._collections = CollectionCache(self._stored_collection)
         with self._transaction() as conn:
             conn.execute(_SQL["schema"])
 
@@ -100,36 +100,21 @@ class PgVectors:
             existing = _collection(
                 conn.execute(_SQL["get_collection"], {"name": wanted.name}).fetchone()
             )
-        self._collections[existing.name] = existing
+        self._collections.remember(existing)
         return same_settings(existing, wanted)
 
     def collection(self, name: str) -> Collection:
-        validate_collection_name(name)
-        known = self._collections.get(name)
-        # A model is recorded once, perhaps by another process: until then, read it again.
-        if known is None or known.model is None:
-            return self._read_collection(name)
-        return known
+        return self._collections.current(name)
 
-    def _spec(self, name: str) -> Collection:
-        """The collection as cached: its name, dimension, mode and metric never change once
-        created, so every process may keep them."""
-        validate_collection_name(name)
-        known = self._collections.get(name)
-        return known if known is not None else self._read_collection(name)
-
-    def _read_collection(self, name: str) -> Collection:
+    def _stored_collection(self, name: str) -> Collection | None:
         with self._transaction() as conn:
             row = conn.execute(_SQL["get_collection"], {"name": name}).fetchone()
-        if row is None:
-            raise errors.CollectionNotFound(f"no vector collection {name}")
-        self._collections[name] = _collection(row)
-        return self._collections[name]
+        return None if row is None else _collection(row)
 
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(self, collection: str, items: Sequence[VectorItem]) -> int:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         rows = prepare_rows(spec, items)
         vectors: list[str] | list[bytes]
         if spec.mode is Mode.INDEXED:
@@ -146,7 +131,7 @@ class PgVectors:
             return conn.execute(_query(query, spec), params).rowcount
 
     def delete(self, collection: str, *, tenant: str, message_ids: Sequence[str]) -> int:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         params = {
             "tenant": validate_id("tenant", tenant),
             "message_ids": validate_message_ids(message_ids),
@@ -159,7 +144,7 @@ class PgVectors:
     def search(
         self, collection: str, *, tenant: str, query_vector: Sequence[float], k: int = 10
     ) -> list[SearchHit]:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         require_mode(spec, Mode.INDEXED, "search")
         validate_id("tenant", tenant)
         validate_bounded("k", k, maximum=MAX_K)
@@ -189,7 +174,7 @@ class PgVectors:
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> SealedPage:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         require_mode(spec, Mode.SEALED, "sealed_items")
         validate_id("tenant", tenant)
         validate_bounded("limit", limit, maximum=MAX_PAGE_SIZE)
@@ -206,7 +191,7 @@ class PgVectors:
         return SealedPage(items=items, next_cursor=items[-1].message_id if more else None)
 
     def count(self, collection: str, *, tenant: str) -> int:
-        spec = self._spec(collection)
+        spec = self._collections.settled(collection)
         params = {"tenant": validate_id("tenant", tenant)}
         with self._transaction() as conn:
             row = conn.execute(_query("count_items", spec), params).fetchone()

@@ -15,7 +15,7 @@ import math
 import numbers
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeAlias
@@ -185,6 +185,37 @@ class VectorStore(Protocol):
     def count(self, collection: str, *, tenant: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+class CollectionCache:
+    """Collections' settings as a backend keeps them in memory: name, dimension, mode and
+    metric never change once created, so every process may keep them; a model is recorded
+    once, perhaps by another process, so a collection without one is read again."""
+
+    def __init__(self, read: Callable[[str], Collection | None]) -> None:
+        #: The collection as stored now, or None when there is none of that name.
+        self._read = read
+        self._known: dict[str, Collection] = {}
+
+    def remember(self, collection: Collection) -> Collection:
+        self._known[collection.name] = collection
+        return collection
+
+    def current(self, name: str) -> Collection:
+        """For ``VectorStore.collection``: the model as recorded now included."""
+        known = self._known.get(validate_collection_name(name))
+        return self._fetch(name) if known is None or known.model is None else known
+
+    def settled(self, name: str) -> Collection:
+        """For reads and writes, which need only what never changes."""
+        known = self._known.get(validate_collection_name(name))
+        return self._fetch(name) if known is None else known
+
+    def _fetch(self, name: str) -> Collection:
+        found = self._read(name)
+        if found is None:
+            raise errors.CollectionNotFound(f"no vector collection {name}")
+        return self.remember(found)
 
 
 # -- validation shared by every backend ----------------------------------------------------
