@@ -5,21 +5,20 @@ upload's job as ``INVALID_SETTINGS``, naming both models, and stores no vector."
 from __future__ import annotations
 
 import base64
-import functools
 import os
-import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app
+
+# `app` is re-exported: handler processes find it here (APP_PATH).
+from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app  # noqa: F401
 
 from tests.runtime.conftest import wait_for
+from tests.runtime.example_worker import upload_worker
 from vaultq import wiring
 from vaultq.client import upload_messages
 from vaultq.jobs.protocol import JobKey
 from vaultq.privacy.keys import generate_worker_key
-from vaultq.queues.sqlite import SqliteQueues
-from vaultq.runtime.worker import Worker
 from vaultq.vectors.embedded import EmbeddedVectors
 
 if TYPE_CHECKING:
@@ -50,46 +49,31 @@ def test_a_worker_with_another_model_than_its_collection_fails_the_upload_job(
     worker_key = generate_worker_key()
     monkeypatch.setenv("VAULTQ_URL", url)
     monkeypatch.setenv("VAULTQ_WORKER_KEYS", base64.b64encode(worker_key.private_key).decode())
-    queues = SqliteQueues(tmp_path / "vaultq.db")
-    blobs = wiring.open_blobs(url, notifier=app.notifier(queues))
     jobs = wiring.open_jobs(url)
-    app.provision(queues, blobs)
-    worker = Worker(
-        app,
-        app_path=APP_PATH,
-        queues=queues,
-        handlers=["embed_uploads"],
-        job_store_factory=functools.partial(wiring.open_jobs, url),
-    )
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        receipt = upload_messages(
-            blobs,
-            [("m-1", "a note about sailing"), ("m-2", "a note about bread")],
-            bucket=BUCKET,
-            public_key=worker_key.public_key,
-            tenant=TENANT,
-            vector_key=os.urandom(32),
-            jobs=jobs,
-            client_id="alice",
-        )
-        key = JobKey(tenant_id=TENANT, client_id="alice", job_id=receipt.job_id)
+    with upload_worker(url, tmp_path / "vaultq.db", app_path=APP_PATH) as (queues, blobs):
+        try:
+            receipt = upload_messages(
+                blobs,
+                [("m-1", "a note about sailing"), ("m-2", "a note about bread")],
+                bucket=BUCKET,
+                public_key=worker_key.public_key,
+                tenant=TENANT,
+                vector_key=os.urandom(32),
+                jobs=jobs,
+                client_id="alice",
+            )
+            key = JobKey(tenant_id=TENANT, client_id="alice", job_id=receipt.job_id)
 
-        def finished() -> Job | None:
-            job = jobs.get(key)
-            return job if job is not None and job.status.is_terminal else None
+            def finished() -> Job | None:
+                job = jobs.get(key)
+                return job if job is not None and job.status.is_terminal else None
 
-        job: Job = wait_for(finished, timeout_seconds=90)
-        dead: list[ReceivedMessage] = wait_for(
-            lambda: queues.receive(f"{QUEUE}-dlq"), timeout_seconds=30
-        )
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
-        jobs.close()
-        blobs.close()
-        queues.close()
+            job: Job = wait_for(finished, timeout_seconds=90)
+            dead: list[ReceivedMessage] = wait_for(
+                lambda: queues.receive(f"{QUEUE}-dlq"), timeout_seconds=30
+            )
+        finally:
+            jobs.close()
 
     # Then the job fails at once, saying which models disagree, and nothing is stored
     assert (job.status.value, job.error) == ("dead_lettered", "INVALID_SETTINGS")

@@ -5,10 +5,8 @@ worker and handler processes, and no plaintext or data key lands anywhere on dis
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -18,6 +16,7 @@ import pytest
 from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app
 
 from tests.runtime.conftest import wait_for
+from tests.runtime.example_worker import upload_worker
 from tests.runtime.quick_retries import shorten_upload_retries
 from vaultq import wiring
 from vaultq.client import (
@@ -39,10 +38,8 @@ from vaultq.embeddings.pipeline import (
 from vaultq.jobs.protocol import JobKey, JobStatus
 from vaultq.jobs.sqlite import SqliteJobs
 from vaultq.privacy.keys import KeyRing, generate_worker_key
-from vaultq.queues.sqlite import SqliteQueues
 from vaultq.runtime.backoff import retry_delay_seconds
 from vaultq.runtime.jobs import JobHandle
-from vaultq.runtime.worker import Worker
 from vaultq.vectors.embedded import EmbeddedVectors
 
 if TYPE_CHECKING:
@@ -52,6 +49,7 @@ if TYPE_CHECKING:
     from vaultq.blobs.protocol import BlobStore
     from vaultq.privacy.keys import WorkerKey
     from vaultq.queues.protocol import ReceivedMessage
+    from vaultq.queues.sqlite import SqliteQueues
 
 #: Handler processes import this module to find the app; with this variable set they log
 #: everything (DEBUG) to the file it names, so the canary test can read their logs.
@@ -144,25 +142,8 @@ def run_flow(
         monkeypatch.delenv("VAULTQ_WORKER_KEYS", raising=False)
     monkeypatch.setenv(HANDLER_LOG_VARIABLE, str(tmp_path / "handler.log"))
     shorten_upload_retries(monkeypatch)
-    queues = SqliteQueues(tmp_path / "vaultq.db")
-    blobs = wiring.open_blobs(url, notifier=app.notifier(queues))
-    app.provision(queues, blobs)
-    worker = Worker(
-        app,
-        app_path=APP_PATH,
-        queues=queues,
-        handlers=["embed_uploads"],
-        job_store_factory=functools.partial(wiring.open_jobs, url),
-    )
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
+    with upload_worker(url, tmp_path / "vaultq.db", app_path=APP_PATH) as (queues, blobs):
         yield Flow(root=tmp_path, queues=queues, blobs=blobs, key=key)
-    finally:
-        worker.stop()
-        thread.join(timeout=60)
-        blobs.close()
-        queues.close()
 
 
 def test_uploaded_messages_become_sealed_vectors_searchable_by_their_text(

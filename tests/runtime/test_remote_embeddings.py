@@ -9,18 +9,19 @@ the API key never reaches a log or the data directory.
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 import os
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app
+
+# `app` is re-exported: handler processes find it here (APP_PATH).
+from examples.private_embeddings.app import BUCKET, COLLECTION, QUEUE, app  # noqa: F401
 
 from tests.runtime.conftest import wait_for
+from tests.runtime.example_worker import upload_worker
 from tests.runtime.openai_embeddings_server import EmbeddingsServer, embeddings_server
 from tests.runtime.quick_retries import shorten_upload_retries
 from vaultq import wiring
@@ -30,8 +31,6 @@ from vaultq.embeddings.pipeline import search_sealed, vector_key
 from vaultq.jobs.protocol import JobKey
 from vaultq.observe.protocol import EMBEDDING_BATCHES
 from vaultq.privacy.keys import generate_worker_key
-from vaultq.queues.sqlite import SqliteQueues
-from vaultq.runtime.worker import Worker
 from vaultq.vectors.embedded import EmbeddedVectors
 
 if TYPE_CHECKING:
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from vaultq.jobs.protocol import Job, JobStore
     from vaultq.privacy.keys import WorkerKey
     from vaultq.queues.protocol import ReceivedMessage
+    from vaultq.queues.sqlite import SqliteQueues
 
 #: Handler processes import this module to find the app; with this variable set they log
 #: everything (DEBUG) to the file it names, so the tests can read their logs.
@@ -169,27 +169,12 @@ def deploy(
         for name, value in variables.items():
             env.setenv(name, value)
         shorten_upload_retries(env)
-        queues = SqliteQueues(root / "vaultq.db")
-        blobs = wiring.open_blobs(url, notifier=app.notifier(queues))
         jobs = wiring.open_jobs(url)
-        app.provision(queues, blobs)
-        worker = Worker(
-            app,
-            app_path=APP_PATH,
-            queues=queues,
-            handlers=["embed_uploads"],
-            job_store_factory=functools.partial(wiring.open_jobs, url),
-        )
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        try:
-            yield Deployment(root, queues, blobs, jobs, worker_key, server)
-        finally:
-            worker.stop()
-            thread.join(timeout=60)
-            jobs.close()
-            blobs.close()
-            queues.close()
+        with upload_worker(url, root / "vaultq.db", app_path=APP_PATH) as (queues, blobs):
+            try:
+                yield Deployment(root, queues, blobs, jobs, worker_key, server)
+            finally:
+                jobs.close()
 
 
 @pytest.fixture(scope="module")
